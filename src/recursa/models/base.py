@@ -1,0 +1,87 @@
+"""The two protocols every method codes against: `ChatModel` (text) and `LatentModel` (white-box)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+Message = dict[str, str]          # {"role": "system" | "user" | "assistant", "content": "..."}
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings. temperature 0 means greedy."""
+
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        from recursa.core.errors import ConfigError
+
+        if self.max_tokens < 1:
+            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+    token_ids: list[int] = field(default_factory=list)
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    """Anything that turns a batch of conversations into completions, in one call."""
+
+    name: str
+
+    def generate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]: ...
+
+    async def agenerate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    @property
+    def context_window(self) -> int: ...
+
+
+@runtime_checkable
+class LatentModel(Protocol):
+    """White-box access: embeddings in, last hidden state out, a KV cache carried between calls.
+
+    All batch state lives in a `SequenceState` (cache + attention mask + next positions per row), so several
+    agents can append to one shared working memory and the final one can decode text from it.
+    """
+
+    name: str
+    hidden_size: int
+
+    def chat_ids(self, conversation: Conversation, add_generation_prompt: bool = True) -> list[int]: ...
+
+    def new_state(self, batch_size: int) -> Any: ...
+
+    def prefill(self, state: Any, ids: list[list[int]]) -> Any: ...
+
+    def step_embeds(self, state: Any, embeds: Any) -> Any: ...
+
+    def decode(self, state: Any, ids: list[list[int]], sampling: Sampling) -> list[Completion]: ...
+
+    def input_embedding_matrix(self) -> Any: ...
+
+    def output_embedding_matrix(self) -> Any: ...

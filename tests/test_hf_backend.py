@@ -1,0 +1,68 @@
+"""The local transformers backend on the real embedded model."""
+
+import torch
+
+from recursa.models.base import Sampling
+
+PROMPTS = [
+    "What is 12*7? Answer with a number.",
+    "Write one sentence about the sea.",
+    "List three prime numbers greater than 100.",
+    "hi",
+]
+
+
+def conv(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_batch_of_four_matches_each_alone(qwen):
+    sampling = Sampling(max_tokens=24)
+    batch = qwen.generate([conv(p) for p in PROMPTS], sampling)
+    for prompt, together in zip(PROMPTS, batch, strict=True):
+        alone = qwen.generate([conv(prompt)], sampling)[0]
+        assert together.token_ids == alone.token_ids, prompt
+        assert together.completion_tokens == len(together.token_ids) > 0
+
+
+def test_decode_after_prefilled_cache_equals_full_prompt(qwen):
+    ids = qwen.chat_ids(conv("Explain what a hash map is in two sentences."))
+    sampling = Sampling(max_tokens=20)
+    full = qwen.decode(qwen.new_state(1), [ids], sampling)[0]
+    state = qwen.new_state(1)
+    split = len(ids) - 5
+    qwen.prefill(state, [ids[:split]])
+    assert state.length == split
+    continued = qwen.decode(state, [ids[split:]], sampling)[0]
+    assert continued.token_ids == full.token_ids
+
+
+def test_inputs_embeds_path_gives_same_logits_as_ids(qwen):
+    ids = qwen.chat_ids(conv("Say hello."))
+    by_ids = qwen.logits(qwen._forward(qwen.new_state(1), torch.ones(1, len(ids), dtype=torch.long),
+                                       input_ids=torch.tensor([ids])))
+    embeds = qwen.embed(torch.tensor([ids]))
+    by_embeds = qwen.logits(qwen._forward(qwen.new_state(1), torch.ones(1, len(ids), dtype=torch.long),
+                                          inputs_embeds=embeds))
+    assert torch.equal(by_ids, by_embeds)
+
+
+def test_stop_strings_and_max_tokens(qwen):
+    out = qwen.generate([conv("Count from 1 to 20, separated by commas.")], Sampling(max_tokens=40, stop=("5",)))[0]
+    assert out.finish_reason == "stop" and "5" not in out.text and "4" in out.text
+    short = qwen.generate([conv("Count from 1 to 20, separated by commas.")], Sampling(max_tokens=3))[0]
+    assert short.finish_reason == "length" and short.completion_tokens == 3
+
+
+def test_sampling_is_seeded(qwen):
+    sampling = Sampling(max_tokens=12, temperature=1.0, top_p=0.9, seed=7)
+    first = qwen.generate([conv("Invent a name for a cat.")], sampling)[0]
+    again = qwen.generate([conv("Invent a name for a cat.")], sampling)[0]
+    assert first.token_ids == again.token_ids
+
+
+def test_state_reports_cache_size(qwen):
+    state = qwen.new_state(2)
+    qwen.prefill(state, [[1, 2, 3], [4, 5]])
+    assert state.length == 3 and state.next_pos.tolist() == [3, 2]
+    assert state.nbytes() > 0
