@@ -1,0 +1,160 @@
+"""The sandbox: isolation, limits, the persistent REPL worker and its callback channel."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from recursa.core import config, sandbox
+from recursa.core.errors import SandboxError
+from recursa.core.sandbox import PythonWorker, run_python
+
+needs_bwrap = pytest.mark.skipif(not sandbox.bubblewrap_works(), reason="bubblewrap not usable here")
+
+
+def test_run_python_captures_output_and_exit_code():
+    result = run_python("import sys\nprint('out')\nprint('err', file=sys.stderr)\nsys.exit(3)")
+    assert (result.stdout, result.stderr, result.returncode, result.timed_out) == ("out\n", "err\n", 3, False)
+    assert result.isolation in ("bubblewrap", "none")
+
+
+@needs_bwrap
+def test_no_network_inside_even_to_loopback():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    try:
+        code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')"
+        result = run_python(code)
+    finally:
+        server.close()
+    assert result.isolation == "bubblewrap"
+    assert "connected" not in result.stdout
+    assert result.returncode != 0 and ("ConnectionRefused" in result.stderr or "unreachable" in result.stderr)
+
+
+@needs_bwrap
+def test_host_files_are_read_only_and_workdir_is_writable(tmp_path):
+    victim = tmp_path / "host.txt"
+    victim.write_text("safe")
+    code = (f"open('mine.txt', 'w').write('ok')\nprint(open('data/in.txt').read())\n"
+            f"open({str(victim)!r}, 'w').write('pwned')")
+    result = run_python(code, files={"data/in.txt": "given"})
+    assert "given" in result.stdout
+    assert "Read-only file system" in result.stderr or "No such file" in result.stderr
+    assert victim.read_text() == "safe"
+
+
+def test_wall_clock_timeout_kills_the_process():
+    started = time.monotonic()
+    result = run_python("import time\ntime.sleep(60)", timeout=1.0)
+    assert result.timed_out and result.returncode != 0
+    assert time.monotonic() - started < 10
+
+
+def test_cpu_limit_stops_a_busy_loop_before_the_wall_timeout():
+    started = time.monotonic()
+    with PythonWorker(timeout=30.0, cpu_seconds=1) as w:
+        result = w.execute("while True:\n    pass")
+    assert result.crashed and not result.timed_out
+    assert time.monotonic() - started < 15
+
+
+def test_memory_limit():
+    result = run_python("x = bytearray(1500 * 1024 * 1024)\nprint('allocated')", memory_mb=256)
+    assert "allocated" not in result.stdout
+    assert "MemoryError" in result.stderr
+
+
+def test_refuses_without_isolation_unless_allowed(monkeypatch):
+    monkeypatch.setattr(sandbox, "bubblewrap_works", lambda: False)
+    monkeypatch.delenv("RECURSA_ALLOW_UNSANDBOXED", raising=False)
+    config.settings.cache_clear()
+    with pytest.raises(SandboxError, match="RECURSA_ALLOW_UNSANDBOXED=1"):
+        run_python("print(1)")
+    monkeypatch.setenv("RECURSA_ALLOW_UNSANDBOXED", "1")
+    config.settings.cache_clear()
+    result = run_python("print(1)")
+    assert (result.stdout, result.isolation) == ("1\n", "none")
+
+
+@pytest.fixture
+def worker():
+    calls: list[tuple] = []
+
+    def shout(text: str, times: int = 1) -> str:
+        calls.append((text, times))
+        return text.upper() * times
+
+    def broken() -> None:
+        raise ValueError("model unavailable")
+
+    with PythonWorker(timeout=3.0, max_output_chars=200, files={"ctx.txt": "the haystack"},
+                      setup_code="context = open('ctx.txt').read()",
+                      callbacks={"shout": shout, "broken": broken}) as w:
+        w.calls = calls
+        yield w
+
+
+def test_worker_keeps_state_and_shows_trailing_expression(worker):
+    assert worker.execute("x = 20\nprint('set')").stdout == "set\n"
+    assert worker.execute("x + 1").stdout == "21\n"
+    assert worker.execute("len(context)").stdout == "12\n"
+
+
+def test_worker_reports_errors_with_traceback_and_keeps_going(worker):
+    worker.execute("y = 5")
+    result = worker.execute("def f(:\n  pass")
+    assert result.error.startswith("SyntaxError") and "line 1" in result.stderr
+    result = worker.execute("y / 0")
+    assert result.error == "ZeroDivisionError: division by zero" and "<block" in result.stderr
+    assert worker.execute("y").stdout == "5\n"
+
+
+def test_worker_timeout_restarts_and_says_state_is_lost(worker):
+    worker.execute("keep = 1")
+    result = worker.execute("while True:\n    pass", timeout=1.0)
+    assert result.timed_out and result.state_lost and "lost" in result.stderr
+    after = worker.execute("print(context)\nprint('keep' in globals())")
+    assert after.stdout == "the haystack\nFalse\n"
+    assert worker.restarts == 1
+
+
+def test_worker_crash_is_reported_not_raised(worker):
+    result = worker.execute("import os\nos._exit(7)")
+    assert result.crashed and result.state_lost and "crashed" in result.stderr
+    assert worker.execute("print(2 + 2)").stdout == "4\n"
+
+
+def test_output_is_truncated_with_a_note(worker):
+    result = worker.execute("print('a' * 5000)")
+    assert result.stdout.startswith("a" * 200)
+    assert "4801 more characters not shown" in result.stdout
+    assert len(result.stdout) < 400
+
+
+def test_callback_round_trip_and_errors(worker):
+    result = worker.execute("r = shout('hi', times=2)\nprint(r)")
+    assert result.stdout == "HIHI\n" and worker.calls == [("hi", 2)]
+    result = worker.execute("try:\n    broken()\nexcept RuntimeError as e:\n    print('caught', e)")
+    assert result.stdout == "caught ValueError: model unavailable\n"
+    # Rebinding a callback name does not break it for later blocks.
+    worker.execute("shout = None")
+    assert worker.execute("shout('x')").stdout == "'X'\n"
+
+
+def test_time_in_callbacks_does_not_count_against_the_block_timeout():
+    with PythonWorker(timeout=1.0, callbacks={"slow": lambda: time.sleep(1.5) or "done"}) as w:
+        result = w.execute("print(slow())")
+    assert result.ok and result.stdout == "done\n"
+
+
+@needs_bwrap
+def test_worker_has_no_network():
+    with PythonWorker(timeout=5.0) as w:
+        result = w.execute("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)")
+    assert result.error is not None
+    assert "unreachable" in result.error or "OSError" in result.error
