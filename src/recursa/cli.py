@@ -166,6 +166,24 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A name from `recurs
     Console().print(f"ready: {path}")
 
 
+@app.command()
+def serve(
+    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    max_batch: Annotated[int, typer.Option(help="Most rows decoded together in one batch.")] = 16,
+) -> None:
+    """Serve a local model over the OpenAI chat-completions API (concurrent requests are batched)."""
+    from recursa.server import serve as run_server
+
+    if max_batch < 1:
+        fail(f"--max-batch must be >= 1, got {max_batch}")
+    try:
+        run_server(model, host=host, port=port, max_batch=max_batch)
+    except RecursaError as exc:
+        fail(str(exc))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

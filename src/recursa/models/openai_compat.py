@@ -1,0 +1,232 @@
+"""`ChatModel` over any OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp server, Ollama, OpenAI, `recursa serve`).
+
+Every conversation of a batch is one `/v1/chat/completions` request; requests run concurrently, at most
+`max_concurrency` at a time. Transient failures (connection errors, timeouts, 408/409/429, 5xx) are retried with
+exponential backoff and jitter (honouring `Retry-After`); other HTTP errors fail at once with a `BackendError`.
+
+All HTTP work runs on one event loop in a private daemon thread, so the client, its connection pool and the
+concurrency semaphore are shared by every caller: the synchronous `generate` (CLI, RLM REPL worker threads) and
+`agenerate` from any other event loop. The caller's trace context travels with each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import math
+import os
+import random
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import openai
+
+from recursa.core.errors import BackendError, ContextTooLongError, RecursaError
+from recursa.core.trace import record_model_call
+from recursa.models.base import Completion, Conversation, Sampling
+
+T = TypeVar("T")
+
+RETRYABLE_STATUS = {408, 409, 429}  # plus every 5xx
+DEFAULT_CONTEXT_WINDOW = 8192       # used when the server does not say (see `context_window`)
+MAX_BACKOFF_SECONDS = 30.0
+
+
+class OpenAIChatModel:
+    """A chat model served over the OpenAI chat-completions API."""
+
+    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+                 max_concurrency: int = 8, timeout: float = 120.0, max_retries: int = 4,
+                 backoff_seconds: float = 0.5, context_window: int | None = None):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        self.name = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        # Local servers need no key, but the client insists on one.
+        self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self._context_window = context_window
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: openai.AsyncOpenAI | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+
+    # ---- the private event loop -------------------------------------------------------------------------
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def serve() -> None:
+                    asyncio.set_event_loop(loop)
+                    ready.set()
+                    loop.run_forever()
+
+                threading.Thread(target=serve, name=f"openai-compat-{self.name}", daemon=True).start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def _submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule `coro` on the private loop with the caller's context vars (trace, parent span)."""
+        loop = self._ensure_loop()
+        context = contextvars.copy_context()
+        return asyncio.run_coroutine_threadsafe(_with_context(coro, context), loop)
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._submit(coro).result()
+
+    def close(self) -> None:
+        """Close the HTTP client and stop the private loop (the model can be used again afterwards)."""
+        with self._lock:
+            loop, self._loop = self._loop, None
+        if loop is None or loop.is_closed():
+            return
+        client, self._client, self._semaphore = self._client, None, None
+        if client is not None:
+            asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+
+    def __enter__(self) -> OpenAIChatModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _client_and_semaphore(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
+        # Created lazily on the private loop, so both belong to it.
+        if self._client is None or self._semaphore is None:
+            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
+                                              timeout=self.timeout, max_retries=0)  # retries are ours
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        return self._client, self._semaphore
+
+    # ---- ChatModel ----------------------------------------------------------------------------------------
+    def generate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
+        """Blocking; safe from any thread, with or without a running event loop in it."""
+        if not batch:
+            return []
+        return self._run(self._generate_all(batch, sampling))
+
+    async def agenerate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
+        if not batch:
+            return []
+        return await asyncio.wrap_future(self._submit(self._generate_all(batch, sampling)))
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate (about 4 bytes of UTF-8 per token for BPE tokenizers on English and code): the server's
+        tokenizer is not available here. Use it for budgeting, not for exact accounting (usage is exact)."""
+        return math.ceil(len(text.encode("utf-8")) / 4) if text else 0
+
+    @property
+    def context_window(self) -> int:
+        """The served model's context length if the server reports it in `/v1/models` (vLLM: `max_model_len`;
+        `recursa serve` too), else the `context_window` given to the constructor, else 8192."""
+        if self._context_window is None:
+            try:
+                self._context_window = self._run(self._fetch_context_window()) or DEFAULT_CONTEXT_WINDOW
+            except BackendError:
+                return DEFAULT_CONTEXT_WINDOW
+        return self._context_window
+
+    # ---- requests -----------------------------------------------------------------------------------------
+    async def _generate_all(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
+        return list(await asyncio.gather(*(self._generate_one(conv, sampling) for conv in batch)))
+
+    async def _generate_one(self, conversation: Conversation, sampling: Sampling) -> Completion:
+        client, semaphore = self._client_and_semaphore()
+        params: dict[str, Any] = {"model": self.name, "messages": conversation, "max_tokens": sampling.max_tokens,
+                                  "temperature": sampling.temperature, "n": 1}
+        if sampling.top_p < 1.0:
+            params["top_p"] = sampling.top_p
+        if sampling.stop:
+            params["stop"] = list(sampling.stop)
+        if sampling.seed is not None:
+            params["seed"] = sampling.seed
+        async with semaphore:
+            started = time.perf_counter()
+            response = await self._with_retries(lambda: client.chat.completions.create(**params))
+            seconds = time.perf_counter() - started
+        if not response.choices:
+            raise BackendError(f"{self.base_url or 'OpenAI'} returned no choices for model '{self.name}'")
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        text = _cut_at_stop(text, sampling.stop)  # some servers return the text past a stop string
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage else self.count_tokens(_flatten(conversation))
+        completion_tokens = usage.completion_tokens if usage else self.count_tokens(text)
+        finish = "length" if choice.finish_reason == "length" else "stop"
+        record_model_call(self.name, seconds, prompt_tokens, completion_tokens, backend="openai",
+                          usage_estimated=usage is None)
+        return Completion(text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
+                          completion_tokens=completion_tokens)
+
+    async def _fetch_context_window(self) -> int | None:
+        client, _ = self._client_and_semaphore()
+        page = await self._with_retries(client.models.list)
+        for entry in page.data:
+            if entry.id == self.name:
+                extra = entry.model_extra or {}
+                for key in ("max_model_len", "context_window", "context_length"):
+                    if isinstance(extra.get(key), int):
+                        return extra[key]
+        return None
+
+    async def _with_retries(self, call):
+        where = self.base_url or "the OpenAI API"
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await call()
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                status = getattr(exc, "status_code", None)
+                retryable = status is None or status in RETRYABLE_STATUS or status >= 500
+                if not retryable or attempt == self.max_retries:
+                    raise _backend_error(exc, where, self.name, attempt + 1) from exc
+                await asyncio.sleep(self._backoff(attempt, exc))
+        raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, exc: Exception) -> float:
+        response = getattr(exc, "response", None)
+        retry_after = response.headers.get("retry-after") if response is not None else None
+        if retry_after:
+            try:
+                return min(float(retry_after), MAX_BACKOFF_SECONDS)
+            except ValueError:
+                pass  # an HTTP date: fall back to our own schedule
+        delay = self.backoff_seconds * 2**attempt
+        return min(delay * (0.5 + random.random()), MAX_BACKOFF_SECONDS)  # jitter spreads out retry storms
+
+
+async def _with_context(coro: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
+    task = asyncio.get_running_loop().create_task(coro, context=context)
+    return await task
+
+
+def _backend_error(exc: Exception, where: str, model: str, attempts: int) -> RecursaError:
+    status = getattr(exc, "status_code", None)
+    detail = getattr(exc, "message", None) or str(exc)
+    if status == 400 and "context" in detail.lower() and ("length" in detail.lower() or "window" in detail.lower()):
+        return ContextTooLongError(f"{where} rejected the request for '{model}': {detail}; "
+                                   "shorten the prompt or lower max_tokens")
+    if status is None:
+        return BackendError(f"cannot reach {where} after {attempts} attempt(s): {detail}; "
+                            "check that the server is running and --base-url is right")
+    hint = {401: "check the API key", 404: "check the model name (GET /v1/models lists them)"}.get(status, "")
+    return BackendError(f"{where} answered HTTP {status} for model '{model}' after {attempts} attempt(s): "
+                        f"{detail}" + (f"; {hint}" if hint else ""))
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+def _flatten(conversation: Conversation) -> str:
+    return "\n".join(str(m.get("content", "")) for m in conversation)

@@ -1,0 +1,150 @@
+"""`recursa serve` driven by the official openai client, on the real embedded model."""
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+from recursa.models.base import Sampling
+from recursa.server import ServerThread, create_app
+
+MODEL = "qwen2.5-coder-0.5b"
+PROMPTS = ["What is 12*7? Answer with a number.", "Name a colour.",
+           "Write one short sentence about rivers and the sea.", "hi"]
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture(scope="module")
+def server(qwen):
+    with ServerThread(create_app(qwen, max_batch=8)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+
+
+def stats(server):
+    return httpx.get(server.url.removesuffix("/v1") + "/stats").json()
+
+
+def test_models_lists_the_served_model(client, qwen):
+    models = client.models.list().data
+    assert [m.id for m in models] == [MODEL]
+    assert models[0].model_extra["max_model_len"] == qwen.context_window
+
+
+def test_n_choices_and_usage_match_the_local_backend(client, qwen):
+    reply = client.chat.completions.create(model=MODEL, messages=user(PROMPTS[0]), n=3, max_tokens=8,
+                                           temperature=0)
+    local = qwen.generate([user(PROMPTS[0])], Sampling(max_tokens=8))[0]
+    assert [c.index for c in reply.choices] == [0, 1, 2]
+    assert all(c.message.content == local.text for c in reply.choices)
+    assert reply.usage.prompt_tokens == len(qwen.chat_ids(user(PROMPTS[0]))) == local.prompt_tokens
+    assert reply.usage.completion_tokens == 3 * local.completion_tokens
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+    sampled = client.chat.completions.create(model=MODEL, messages=user("Say a random word."), n=2, max_tokens=5,
+                                             max_completion_tokens=4, temperature=1.0, top_p=0.9, seed=7)
+    assert len(sampled.choices) == 2
+    assert 2 <= sampled.usage.completion_tokens <= 8  # max_completion_tokens wins over max_tokens
+    again = client.chat.completions.create(model=MODEL, messages=user("Say a random word."), n=2, max_tokens=5,
+                                           max_completion_tokens=4, temperature=1.0, top_p=0.9, seed=7)
+    assert [c.message.content for c in again.choices] == [c.message.content for c in sampled.choices]
+
+
+def test_stop_strings_cut_the_text(client):
+    messages = user("Count from 1 to 10, separated by commas. Only the numbers.")
+    full = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0)
+    assert "5" in full.choices[0].message.content
+    cut = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0, stop=["5"])
+    text = cut.choices[0].message.content
+    assert "5" not in text and full.choices[0].message.content.startswith(text)
+    assert cut.choices[0].finish_reason == "stop"
+    assert cut.usage.completion_tokens < full.usage.completion_tokens
+
+
+def test_concurrent_requests_are_batched_and_match_sequential(client, server):
+    sequential = [client.chat.completions.create(model=MODEL, messages=user(p), max_tokens=12, temperature=0)
+                  .choices[0].message.content for p in PROMPTS]
+    before = stats(server)
+
+    async def burst():
+        aclient = openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+        # A longer request occupies the worker, so the four that follow queue up and form one batch.
+        blocker = asyncio.create_task(aclient.chat.completions.create(
+            model=MODEL, messages=user("Write a haiku about batching."), max_tokens=40, temperature=0))
+        while stats(server)["decoding_rows"] == 0:
+            await asyncio.sleep(0.01)
+        replies = await asyncio.gather(*(aclient.chat.completions.create(
+            model=MODEL, messages=user(p), max_tokens=12, temperature=0) for p in PROMPTS))
+        await blocker
+        await aclient.close()
+        return [r.choices[0].message.content for r in replies]
+
+    concurrent = asyncio.run(burst())
+    after = stats(server)
+    assert concurrent == sequential
+    assert after["batches"] - before["batches"] == 2  # the blocker, then one shared batch for all four
+    assert after["largest_batch"] >= len(PROMPTS)
+
+
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client, server, qwen):
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.chat.completions.create(model="no-such-model", messages=user("hi"), max_tokens=2)
+    assert unknown.value.code == "model_not_found"
+
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=qwen.context_window)
+    assert too_long.value.code == "context_length_exceeded"
+    assert "maximum context length" in too_long.value.message
+
+    with pytest.raises(openai.BadRequestError) as bad_param:
+        client.chat.completions.create(model=MODEL, messages=user("hi"), temperature=5)
+    assert bad_param.value.body["param"] == "temperature"
+
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=MODEL, messages=user("hi"), n=9)  # above --max-batch 8
+
+    raw = httpx.post(server.url + "/chat/completions", content=b'{"model": "x", "messages": [',
+                     headers={"content-type": "application/json"})
+    assert raw.status_code == 400
+    error = raw.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["code"] == "invalid_json"
+
+    assert httpx.get(server.url + "/nowhere").json()["error"]["code"] == "404"
+    still = client.chat.completions.create(model="default", messages=user(PROMPTS[0]), max_tokens=4, temperature=0)
+    assert still.choices[0].message.content and still.model == MODEL
+
+
+def test_recursa_serve_command_starts_a_server(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "recursa.cli", "serve", "--port", str(port), "--max-batch", "4"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "RECURSA_THREADS": "1"})
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).json()
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "recursa serve did not come up within 120 s"
+                time.sleep(0.25)
+        assert models["data"][0]["id"] == MODEL
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
