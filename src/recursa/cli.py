@@ -23,6 +23,8 @@ app = typer.Typer(help="Multi-agent reasoning with language models.", no_args_is
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="List and prepare models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+bench_app = typer.Typer(help="Benchmarks: a method × task matrix (default) and `speed`.", invoke_without_command=True)
+app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 
@@ -182,6 +184,69 @@ def serve(
         run_server(model, host=host, port=port, max_batch=max_batch)
     except RecursaError as exc:
         fail(str(exc))
+
+
+
+@bench_app.callback()
+def bench(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Option(help="gsm8k | gsm-symbolic | humaneval | champ | rg:<generator> | FILE.jsonl")]
+    = "gsm8k",
+    methods_spec: Annotated[str, typer.Option("--methods", help="Comma-separated method specs, each optionally with "
+                                              "options: 'single,text-mas\\[pattern=hierarchical]'.")] = "single",
+    limit: Annotated[int | None, typer.Option(help="At most this many problems.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of generated task sets and of sampling.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Results folder (default runs/bench-<task>-<time>); an "
+                                             "existing folder is resumed.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Problems per batched model call.")] = 4,
+    backend: Annotated[str, typer.Option(help="local | openai")] = "local",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates.")] = 384,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    pattern: Annotated[str, typer.Option(help="text-mas/latent-mas: sequential | hierarchical")] = "sequential",
+    latent_steps: Annotated[int, typer.Option(help="latent-mas: latent steps per agent (m).")] = 8,
+    realign: Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm")] = "ridge+norm",
+    transfer: Annotated[str, typer.Option(help="latent-mas: full | latent-only | own-only | none")] = "full",
+    max_depth: Annotated[int, typer.Option(help="rlm: recursion depth of rlm_query.")] = 1,
+    max_iterations: Annotated[int, typer.Option(help="rlm: root iterations.")] = 12,
+    context_chars: Annotated[int | None, typer.Option(help="Long-context tasks / text-mas: max context characters.")]
+    = None,
+) -> None:
+    """Run methods × tasks in batches; write results.jsonl, summary.md/json/png; resume an interrupted run."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from recursa.eval.bench import parse_method_specs, run_bench
+    from recursa.eval.report import write_summary
+    from recursa.eval.tasks import load_tasks
+
+    try:
+        specs = parse_method_specs(methods_spec)
+        tasks = load_tasks(task, limit=limit, seed=seed)
+        chat_model = load_chat_model(model, backend, base_url)
+        options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern,
+                                       latent_steps=latent_steps, realign=realign, transfer=transfer,
+                                       max_depth=max_depth, max_iterations=max_iterations, seed=seed)
+        if context_chars is not None:
+            options["context_chars"] = context_chars
+        task_name = Path(task).stem if task.endswith(".jsonl") else task
+        out_dir = out or Path("runs") / f"bench-{task_name.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
+        console.print(f"bench {task} × {', '.join(s.label for s in specs)}: {len(tasks)} problems, "
+                      f"batch size {batch_size}, model {chat_model.name} → {out_dir}")
+        run_bench(chat_model, tasks, specs, out_dir, task_name=task_name, batch_size=batch_size,
+                  base_options=options, seed=seed, task_options={"limit": limit})
+        summary = write_summary(out_dir)
+    except RecursaError as exc:
+        fail(str(exc))
+        return
+    table = Table("method", "n", "accuracy", "95% CI", "compl. tok", "s/problem", "tok ×", "time ×")
+    for row in summary["methods"]:
+        vs = row["vs_first"]
+        table.add_row(escape(row["method"]), str(row["n"]), f"{row['accuracy']:.1%}",
+                      f"{row['ci95'][0]:.0%}–{row['ci95'][1]:.0%}", f"{row['completion_tokens']:.0f}",
+                      f"{row['seconds']:.1f}", f"{vs['completion_tokens'] or 0:.2f}", f"{vs['seconds'] or 0:.2f}")
+    Console().print(table)
+    console.print(f"results: {out_dir / 'results.jsonl'}; summary: {out_dir / 'summary.md'}")
 
 
 def main() -> None:  # pragma: no cover

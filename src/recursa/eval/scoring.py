@@ -1,0 +1,213 @@
+"""Answer extraction and scoring: pure functions (code scoring delegates only the execution to the sandbox).
+
+Extraction order for a final answer: the last `\\boxed{...}` (nested braces allowed), then "#### n", then
+"the (final) answer is ...", then "Answer: ...", then the last number in the text. Numbers are compared as
+numbers: "1,234", "$1234.00", "1234 dollars", "\\frac{2468}{2}" all equal 1234.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+_BOX_START = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_HASHES = re.compile(r"####\s*([^\n]+)")
+_ANSWER_IS = re.compile(r"(?:final\s+answer|answer)\s*(?:is|:|=)\s*[:\s]*([^\n]+)", re.IGNORECASE)
+_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+_FRACTION = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s*/\s*([-+]?\d+(?:\.\d+)?)$")
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|operatorname)\s*\{([^{}]*)\}")
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every `\\boxed{...}` / `\\fbox{...}`, with nested braces balanced (unclosed boxes are skipped)."""
+    found = []
+    for match in _BOX_START.finditer(text):
+        depth, i = 1, match.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            found.append(text[match.end():i - 1].strip())
+    return found
+
+
+def _strip_trailing(answer: str) -> str:
+    answer = answer.strip().strip("*").strip()
+    return re.sub(r"[\s.;,]+$", "", answer).strip("$").strip()
+
+
+def extract_answer(text: str | None) -> str | None:
+    """The final answer a model gave, as a string (None when it gave none)."""
+    if not text:
+        return None
+    boxes = [b for b in boxed_contents(text) if b]
+    if boxes:
+        return boxes[-1]
+    for pattern in (_HASHES, _ANSWER_IS):
+        matches = pattern.findall(text)
+        if matches and _strip_trailing(matches[-1]):
+            return _strip_trailing(matches[-1])
+    numbers = _NUMBER.findall(text)
+    return numbers[-1] if numbers else None
+
+
+def _clean_latex(answer: str) -> str:
+    answer = answer.replace("\\!", "").replace("\\,", "").replace("\\$", "").replace("\\%", "%")
+    answer = answer.replace("−", "-").replace("–", "-").replace("\\left", "").replace("\\right", "")
+    for _ in range(3):  # nested wrappers: \text{\textbf{B}}
+        answer = _TEXT_WRAPPER.sub(r"\1", answer)
+    return _LATEX_FRAC.sub(r"(\1)/(\2)", answer)
+
+
+def parse_number(answer: str | None) -> float | None:
+    """A number from an answer string: units, currency, thousands separators, %, fractions and `x = ...` allowed."""
+    if answer is None:
+        return None
+    s = _clean_latex(str(answer)).strip()
+    if "=" in s:  # "x = 5" or "3 + 4 = 7": the value is what follows the last "="
+        s = s.rsplit("=", 1)[1]
+    s = s.replace("$", "").replace("€", "").replace("£", "").strip()
+    frac = _FRACTION.match(s.replace("(", "").replace(")", "").replace(",", ""))
+    if frac:
+        num, den = float(frac.group(1)), float(frac.group(2))
+        return num / den if den else None
+    match = _NUMBER.search(s)
+    if not match:
+        return None
+    try:
+        return float(match.group(0).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def numbers_match(a: float | None, b: float | None, rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> bool:
+    if a is None or b is None or math.isnan(a) or math.isnan(b):
+        return False
+    return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
+
+
+def normalize_text(answer: str) -> str:
+    """Case, spaces, LaTeX wrappers and trailing punctuation removed: for comparing non-numeric answers."""
+    s = _clean_latex(answer).lower()
+    s = re.sub(r"\s+", "", s)
+    return s.strip(".").strip("$")
+
+
+def extract_choice(text: str | None, choices: str = "ABCD") -> str | None:
+    """The option letter a model chose: a boxed letter, "answer is (B)", "Answer: B", or a lone letter."""
+    if not text:
+        return None
+    letters = re.escape(choices.upper() + choices.lower())
+    candidates = boxed_contents(text) + [m for m in _ANSWER_IS.findall(text)]
+    for candidate in reversed(candidates):
+        match = re.match(rf"^\W*([{letters}])(?:\W|$)", _clean_latex(candidate).strip())
+        if match:
+            return match.group(1).upper()
+    lone = re.findall(rf"(?:^|[\s(])([{re.escape(choices.upper())}])(?:[).:]|\s*$)", text, flags=re.MULTILINE)
+    return lone[-1].upper() if lone else None
+
+
+def extract_code(text: str) -> str:
+    """The last ```python block (or any fenced block); the whole text when there is no fence."""
+    blocks = re.findall(r"```(?:python|py|Python)?[ \t]*\n(.*?)```", text, flags=re.DOTALL)
+    if blocks:
+        return blocks[-1].strip("\n")
+    unclosed = re.search(r"```(?:python|py)?[ \t]*\n(.*)$", text, flags=re.DOTALL)  # cut off by max_tokens
+    return (unclosed.group(1) if unclosed else text).strip("\n")
+
+
+@dataclass
+class Score:
+    correct: bool
+    extracted: str | None
+    detail: str = ""
+
+
+def score_math(text: str, gold: str, rel_tol: float = 1e-6) -> Score:
+    """Numeric comparison when both sides are numbers, else normalized text equality."""
+    predicted = extract_answer(text)
+    if predicted is None:
+        return Score(False, None, "no answer found")
+    gold_value, pred_value = parse_number(gold), parse_number(predicted)
+    if gold_value is not None and _is_plain_number(gold):
+        return Score(numbers_match(pred_value, gold_value, rel_tol=rel_tol), predicted)
+    if normalize_text(predicted) == normalize_text(gold):
+        return Score(True, predicted)
+    if gold_value is not None and pred_value is not None and _same_symbolic(gold, predicted):
+        return Score(True, predicted)
+    return Score(False, predicted)
+
+
+def _is_plain_number(answer: str) -> bool:
+    """True for "18", "-3.5", "1,200", "3/4", "\\frac{1}{2}", "$5": a value, not an expression with variables."""
+    s = _clean_latex(answer).replace("$", "").replace(",", "").replace(" ", "").replace("(", "").replace(")", "")
+    return bool(re.fullmatch(r"[-+]?(?:\d+(?:\.\d+)?|\.\d+)(?:/[-+]?\d+(?:\.\d+)?)?%?", s))
+
+
+def _same_symbolic(gold: str, predicted: str) -> bool:
+    """Both are plain rational values written differently (e.g. "2/3" vs "0.6667" is NOT equal; "4/6" vs "2/3" is)."""
+    try:
+        g = Fraction(_clean_latex(gold).replace("(", "").replace(")", "").replace(" ", ""))
+        p = Fraction(_clean_latex(predicted).replace("(", "").replace(")", "").replace(" ", ""))
+    except (ValueError, ZeroDivisionError):
+        return False
+    return g == p
+
+
+def score_choice(text: str, gold: str, choices: str = "ABCD") -> Score:
+    predicted = extract_choice(text, choices)
+    return Score(predicted is not None and predicted == gold.strip().upper(), predicted)
+
+
+def score_exact(text: str, gold: str) -> Score:
+    predicted = extract_answer(text)
+    return Score(predicted is not None and normalize_text(predicted) == normalize_text(gold), predicted)
+
+
+def code_test_program(completion: str, test: str, entry_point: str, prompt: str = "") -> str:
+    """A program that defines the model's code and runs HumanEval-style `check(candidate)` tests on it.
+
+    When the model wrote only the function body (HumanEval's completion style), the task prompt is prepended.
+    """
+    code = extract_code(completion)
+    if f"def {entry_point}" not in code and prompt:
+        code = prompt + code
+    return f"{code}\n\n{test}\n\ncheck({entry_point})\n"
+
+
+def score_code(completion: str, test: str, entry_point: str, prompt: str = "", timeout: float = 10.0) -> Score:
+    """Run the tests against the model's code in the sandbox; correct iff the program exits 0."""
+    from recursa.core.sandbox import run_python
+
+    program = code_test_program(completion, test, entry_point, prompt)
+    result = run_python(program, timeout=timeout)
+    if result.timed_out:
+        return Score(False, entry_point, f"timed out after {timeout:.0f}s")
+    if result.returncode != 0:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or [f"exit code {result.returncode}"]
+        return Score(False, entry_point, last[0][:300])
+    return Score(True, entry_point, f"tests passed ({result.isolation})")
+
+
+SCORERS = ("math", "choice", "exact", "code")
+
+
+def score_task(text: str, gold: str | None, meta: dict[str, Any]) -> Score:
+    """Score one answer by the task's `meta["scorer"]` (default "math")."""
+    scorer = meta.get("scorer", "math")
+    if scorer == "code":
+        return score_code(text, meta["test"], meta["entry_point"], meta.get("code_prompt", ""),
+                          float(meta.get("timeout", 10.0)))
+    if gold is None:
+        return Score(False, extract_answer(text), "task has no gold answer")
+    if scorer == "math":
+        return score_math(text, gold, float(meta.get("rel_tol", 1e-6)))
+    if scorer == "choice":
+        return score_choice(text, gold, str(meta.get("choices", "ABCD")))
+    if scorer == "exact":
+        return score_exact(text, gold)
+    raise ValueError(f"unknown scorer '{scorer}'; available: {', '.join(SCORERS)}")
