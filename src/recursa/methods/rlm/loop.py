@@ -1,0 +1,345 @@
+"""`rlm`: a Recursive Language Model. The context lives in a sandboxed REPL; the root model writes code over it.
+
+One `solve()`: start a `PythonWorker` holding `context`, then repeat {root model writes a reply → run its code
+blocks → show the output} until the code calls FINAL (or the reply says FINAL(...) / FINAL_VAR(name)), the
+iteration cap is reached, or the shared `Budget` trips. Code reaches models through callbacks: `llm_query`,
+`llm_query_batched` (one batched `generate` call) and `rlm_query` (a child RLM one level deeper, same Budget).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from recursa.core.budget import Budget
+from recursa.core.errors import BudgetExceeded, ConfigError, RecursaError
+from recursa.core.sandbox import BlockResult, PythonWorker
+from recursa.core.trace import span
+from recursa.methods.base import AgentOutput, Answer, Task
+from recursa.methods.rlm import parsing, prompting
+from recursa.methods.rlm.history import fit_history
+from recursa.models.base import ChatModel, Completion, Conversation, Sampling
+
+MARKED_VARIABLES = ("final_answer", "answer")
+CLOSING_FENCE = "\n```\n"
+_MARKED_PROBE = ("for _n in " + repr(MARKED_VARIABLES) + ":\n    if globals().get(_n) not in (None, '', [], {}):\n"
+                 "        print(globals()[_n])\n        break")
+
+
+@dataclass
+class _Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def add(self, completions: list[Completion]) -> None:
+        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
+        self.completion_tokens += sum(c.completion_tokens for c in completions)
+        self.calls += len(completions)
+
+
+@dataclass
+class _Run:
+    """The state of one solve()."""
+
+    task: Task
+    budget: Budget
+    messages: Conversation = field(default_factory=list)
+    final: str | None = None
+    final_source: str | None = None
+    code_ran: bool = False
+    seen: str = ""                  # every REPL output so far: literal answers must come from here
+    iterations: int = 0
+    blocks: int = 0
+    errors: int = 0
+    sub_calls: int = 0
+    root: _Usage = field(default_factory=_Usage)
+    sub: _Usage = field(default_factory=_Usage)
+    children: list[Answer] = field(default_factory=list)
+
+
+class RecursiveLM:
+    name = "rlm"
+
+    def __init__(self, model: ChatModel, *, sub_model: ChatModel | None = None, max_depth: int = 1,
+                 max_iterations: int = 12, budget: Budget | None = None, max_tokens: int = 512,
+                 temperature: float = 0.0, sub_max_tokens: int = 256, max_output_chars: int = 20_000,
+                 block_timeout: float = 30.0, memory_mb: int = 1024, max_chunk_tokens: int = 2000,
+                 history_tokens: int = 12_000, max_batch: int = 32, depth: int = 0, **_: Any):
+        if max_depth < 0 or max_iterations < 1:
+            raise ConfigError(f"rlm needs max_depth >= 0 and max_iterations >= 1 (got {max_depth}, {max_iterations})")
+        self.model = model
+        self.sub_model = sub_model or model
+        self.max_depth, self.max_iterations, self.depth = max_depth, max_iterations, depth
+        self.budget = budget
+        # Stop at the end of the first code block: small models otherwise go on to imagine its output and answer.
+        self.sampling = Sampling(max_tokens=max_tokens, temperature=temperature,
+                                 stop=(CLOSING_FENCE, "Output of your code:"))
+        self.sub_sampling = Sampling(max_tokens=sub_max_tokens, temperature=0.0)
+        self.max_output_chars, self.block_timeout, self.memory_mb = max_output_chars, block_timeout, memory_mb
+        self.max_chunk_tokens, self.history_tokens, self.max_batch = max_chunk_tokens, history_tokens, max_batch
+        self._current_chunk = 8000
+        self.options = dict(max_tokens=max_tokens, temperature=temperature, sub_max_tokens=sub_max_tokens,
+                            max_output_chars=max_output_chars, block_timeout=block_timeout, memory_mb=memory_mb,
+                            max_chunk_tokens=max_chunk_tokens, history_tokens=history_tokens, max_batch=max_batch)
+
+    @property
+    def sub_calls_allowed(self) -> bool:
+        return self.depth < self.max_depth
+
+    # ---- entry points ------------------------------------------------------------------------------
+    def solve_batch(self, tasks: list[Task]) -> list[Answer]:
+        return [self.solve(task) for task in tasks]
+
+    def solve(self, task: Task) -> Answer:
+        started = time.perf_counter()
+        budget = self.budget if self.budget is not None else Budget(max_depth=self.max_depth)
+        run = _Run(task, budget)
+        context = task.context if task.context is not None else ""
+        chunk = prompting.chunk_chars(self.sub_model, prompting.context_text(context)[:4000], self.max_chunk_tokens,
+                                      self.sub_sampling.max_tokens)
+        stopped = None
+        with span("rlm", f"rlm depth {self.depth}", depth=self.depth, task=task.id, model=self.model.name,
+                  sub_model=self.sub_model.name, context_chars=prompting.context_chars(context),
+                  chunk_chars=chunk) as rlm_span, self._worker(run, context, chunk) as worker:
+            run.messages = [
+                {"role": "system", "content": prompting.system_prompt(context=context, chunk=chunk,
+                                                                      sub_calls=self.sub_calls_allowed,
+                                                                      recursive=self.depth + 1 < self.max_depth)},
+                {"role": "user", "content": prompting.first_user(task.question, context)}]
+            try:
+                self._loop(run, worker)
+                if run.final is None:
+                    self._last_answer(run, worker, allow_call=True)
+            except BudgetExceeded as exc:
+                stopped = str(exc)
+                self._last_answer(run, worker, allow_call=False)
+            if rlm_span is not None:
+                rlm_span.set(iterations=run.iterations, blocks=run.blocks, sub_calls=run.sub_calls,
+                             final_source=run.final_source, stopped=stopped)
+        return self._answer(run, stopped, time.perf_counter() - started)
+
+    # ---- the loop ----------------------------------------------------------------------------------
+    def _loop(self, run: _Run, worker: PythonWorker) -> None:
+        rejected_early = False
+        previous_reply = None
+        for turn in range(1, self.max_iterations + 1):
+            run.budget.check()
+            run.iterations = turn
+            with span("rlm_iteration", f"iteration {turn}", depth=self.depth, turn=turn) as it_span:
+                reply = self._root_call(run, charge_iteration=True, resample=previous_reply)
+                previous_reply = reply
+                run.messages.append({"role": "assistant", "content": reply})
+                blocks = parsing.extract_code(reply)
+                outputs, notes = [], []
+                for index, block in enumerate(blocks, 1):
+                    result = self._run_block(run, worker, block, index)
+                    if run.final is not None and not self._grounded(run, block):
+                        run.budget.offer(run.final)
+                        notes.append(f"FINAL({run.final!r}) was ignored: that value does not appear in any output "
+                                     "so far. Answer only with values your code printed or computed.")
+                        run.final = None
+                    outputs.append(f"[block {index}]\n{result.text()}" if len(blocks) > 1 else result.text())
+                    notes += self._block_notes(block, result)
+                    if run.final is not None:
+                        run.final_source = "FINAL() in code"
+                        break
+                if it_span is not None:
+                    it_span.set(reply=reply, code_blocks=len(blocks), final=run.final)
+                if run.final is not None:
+                    return
+                if self._textual_final(run, worker, reply, blocks, outputs, notes, rejected_early):
+                    return
+                if not blocks and parsing.find_final(reply) is not None and not run.code_ran:
+                    rejected_early = True
+                    run.messages.append({"role": "user", "content": prompting.render("too_early")})
+                elif not blocks:
+                    run.messages.append({"role": "user", "content": prompting.render("no_code")})
+                else:
+                    note_text = "".join(f"Note: {n}\n" for n in notes)
+                    run.messages.append({"role": "user", "content": prompting.render(
+                        "next_user", output="\n\n".join(outputs), notes=note_text, turn=turn + 1,
+                        max_turns=self.max_iterations, question=run.task.question,
+                        key_words=", ".join(repr(w) for w in prompting.key_words(run.task.question)))})
+
+    def _textual_final(self, run: _Run, worker: PythonWorker, reply: str, blocks: list[parsing.CodeBlock],
+                       outputs: list[str], notes: list[str], rejected_early: bool) -> bool:
+        """Honour FINAL(...)/FINAL_VAR(name) written as text. True if the run is done."""
+        final = parsing.find_final(reply)
+        if final is None:
+            return False
+        if final.kind == "var":
+            result = worker.execute(f"print(str({final.value}))")
+            if result.ok:
+                run.final, run.final_source = result.stdout.rstrip("\n"), "FINAL_VAR text"
+                return True
+            notes.append(f"FINAL_VAR({final.value}) failed: {result.error}. Use the name of an existing variable.")
+            return False
+        if not blocks and (run.code_ran or rejected_early):
+            run.final, run.final_source = final.value, "FINAL text"
+            return True
+        run.budget.offer(final.value)
+        if blocks:
+            # A small model often writes code *and* a guessed FINAL before seeing the output; keep it only if the
+            # output it had not seen yet agrees with it.
+            if final.value and any(final.value in out for out in outputs):
+                run.final, run.final_source = final.value, "FINAL text (matches output)"
+                return True
+            notes.append("Your FINAL(...) was ignored because you wrote it before seeing the output above. "
+                         "Check the output, then answer.")
+        return False
+
+    def _run_block(self, run: _Run, worker: PythonWorker, block: parsing.CodeBlock, index: int) -> BlockResult:
+        with span("repl_block", f"block {index}", depth=self.depth, code=block.code, repaired=block.repaired,
+                  unfenced=block.unfenced) as block_span:
+            result = worker.execute(block.code)
+            run.blocks += 1
+            run.code_ran = True
+            run.errors += 0 if result.ok else 1
+            run.seen += result.text().replace("FINAL answer recorded.", "") + "\n"
+            if block_span is not None:
+                block_span.set(output=result.text()[:4000], error=result.error, timed_out=result.timed_out,
+                               crashed=result.crashed, state_lost=result.state_lost, block_seconds=result.seconds)
+        run.budget.check()
+        return result
+
+    @staticmethod
+    def _grounded(run: _Run, block: parsing.CodeBlock) -> bool:
+        """A FINAL with a literal typed into the code must repeat something an output showed (no guessing)."""
+        value = (run.final or "").strip().lower()
+        if not value or value not in block.code.lower():
+            return True   # computed in code (FINAL(total)), not typed in
+        return value in run.seen.lower() or value in run.task.question.lower()
+
+    @staticmethod
+    def _block_notes(block: parsing.CodeBlock, result: BlockResult) -> list[str]:
+        notes = []
+        if block.unfenced:
+            notes.append("your code was not inside a ```repl block; it ran anyway, but please use ```repl fences.")
+        if block.repaired:
+            notes.append(f"your code had a syntax problem; I {block.repaired} and ran the rest.")
+        if result.error and result.error.startswith("SyntaxError"):
+            notes.append("fix the SyntaxError: write plain Python, one statement per line, no prose in the code.")
+        return notes
+
+    # ---- model calls -------------------------------------------------------------------------------
+    def _root_call(self, run: _Run, charge_iteration: bool, resample: str | None = None,
+                   extra: Conversation | None = None) -> str:
+        limit = min(self.history_tokens, self.model.context_window - self.sampling.max_tokens - 64)
+        messages = fit_history(run.messages + (extra or []), self.model, limit)
+        completion = self.model.generate([messages], self.sampling)[0]
+        if resample is not None and completion.text.strip() == resample.strip():
+            # Greedy decoding of a small model repeats itself; one sampled retry breaks the loop.
+            run.root.add([completion])
+            retry = Sampling(max_tokens=self.sampling.max_tokens, temperature=0.7, stop=self.sampling.stop,
+                             seed=run.iterations)
+            completion = self.model.generate([messages], retry)[0]
+        run.root.add([completion])
+        run.budget.charge(tokens=completion.prompt_tokens + completion.completion_tokens, calls=1,
+                          iterations=1 if charge_iteration and self.depth == 0 else 0)
+        text = completion.text
+        if text.count("```") % 2 == 1 and completion.finish_reason == "stop":
+            text = text.rstrip() + "\n```"  # the stop sequence ate the closing fence
+        return text
+
+    def _sub_generate(self, run: _Run, prompts: list[Any], kind: str) -> list[str]:
+        if not isinstance(prompts, list) or not prompts:
+            raise ConfigError(f"{kind} needs a non-empty list of prompt strings")
+        texts = [p if isinstance(p, str) else json.dumps(p) if isinstance(p, (dict, list)) else str(p)
+                 for p in prompts]
+        run.budget.check()
+        system = prompting.render("sub_system")
+        convs = [[{"role": "system", "content": system}, {"role": "user", "content": t}] for t in texts]
+        completions: list[Completion] = []
+        with span("sub_call", kind, depth=self.depth + 1, prompts=len(texts), chars=sum(map(len, texts)),
+                  model=self.sub_model.name) as sub_span:
+            try:
+                for start in range(0, len(convs), self.max_batch):
+                    completions += self.sub_model.generate(convs[start:start + self.max_batch], self.sub_sampling)
+            except RecursaError as exc:
+                raise type(exc)(f"{exc}. Keep each prompt under about {self._current_chunk} characters "
+                                "(use chunks()).") from exc
+            if sub_span is not None:
+                sub_span.set(prompt_tokens=sum(c.prompt_tokens for c in completions),
+                             completion_tokens=sum(c.completion_tokens for c in completions))
+        run.sub.add(completions)
+        run.sub_calls += len(completions)
+        with contextlib.suppress(BudgetExceeded):  # paid for: hand the answers over; the loop stops at its next check
+            run.budget.charge(tokens=sum(c.prompt_tokens + c.completion_tokens for c in completions),
+                              calls=len(completions))
+        return [c.text for c in completions]
+
+    def _rlm_query(self, run: _Run, prompt: str, context: Any = None) -> str:
+        if self.depth + 1 >= self.max_depth:  # deepest level: a plain model call, as in the paper
+            text = prompt if context is None else f"{prompt}\n\n{prompting.context_text(context)}"
+            return self._sub_generate(run, [text], "rlm_query->llm_query")[0]
+        child = RecursiveLM(self.model, sub_model=self.sub_model, max_depth=self.max_depth,
+                            max_iterations=max(3, self.max_iterations // 2), budget=run.budget.child(),
+                            depth=self.depth + 1, **self.options)
+        with span("sub_call", "rlm_query", depth=self.depth + 1):
+            answer = child.solve(Task(id=f"{run.task.id}/child{len(run.children) + 1}", question=prompt,
+                                      context=context if context is not None else prompt))
+        run.children.append(answer)
+        run.sub_calls += 1
+        return answer.text
+
+    # ---- worker and answers ------------------------------------------------------------------------
+    def _worker(self, run: _Run, context: Any, chunk: int) -> PythonWorker:
+        self._current_chunk = chunk
+        files = {"context.txt": context} if isinstance(context, str) else {"context.json": json.dumps(context)}
+        helpers = resources.files("recursa.methods.rlm").joinpath("repl_helpers.py").read_text(encoding="utf-8")
+
+        def final(answer: Any) -> str:
+            run.final = str(answer)
+            run.budget.offer(run.final)
+            return "ok"
+
+        callbacks: dict[str, Any] = {"_final": final}
+        if self.sub_calls_allowed:
+            callbacks["llm_query"] = lambda prompt, model=None: self._sub_generate(run, [prompt], "llm_query")[0]
+            callbacks["llm_query_batched"] = lambda prompts, model=None: self._sub_generate(
+                run, prompts, "llm_query_batched")
+            callbacks["rlm_query"] = lambda prompt, context=None: self._rlm_query(run, prompt, context)
+        return PythonWorker(timeout=self.block_timeout, memory_mb=self.memory_mb,
+                            max_output_chars=self.max_output_chars, files=files,
+                            setup_code=f"_chunk_chars = {chunk}\n{helpers}", callbacks=callbacks)
+
+    def _last_answer(self, run: _Run, worker: PythonWorker, allow_call: bool) -> None:
+        """No FINAL: take a variable the model marked as its answer, else ask once, else the best offer."""
+        if run.final is not None:
+            return
+        probe = worker.execute(_MARKED_PROBE)
+        if probe.ok and probe.stdout.strip():
+            run.final, run.final_source = probe.stdout.strip(), "marked variable"
+            return
+        if allow_call:
+            try:
+                reply = self._root_call(run, charge_iteration=False, extra=[
+                    {"role": "user", "content": prompting.render("final_request")}])
+            except BudgetExceeded:
+                reply = ""
+            final = parsing.find_final(reply)
+            text = final.value if final is not None and final.kind == "text" else reply.strip()
+            if text:
+                run.final, run.final_source = text, "final request"
+                return
+        if run.budget.root.best_answer:
+            run.final, run.final_source = run.budget.root.best_answer, "best offered answer"
+
+    def _answer(self, run: _Run, stopped: str | None, seconds: float) -> Answer:
+        agents = [AgentOutput("root", "", run.root.prompt_tokens, run.root.completion_tokens, seconds=seconds,
+                              extra={"model_calls": run.root.calls, "depth": self.depth}),
+                  AgentOutput("sub", "", run.sub.prompt_tokens, run.sub.completion_tokens,
+                              extra={"model_calls": run.sub.calls, "depth": self.depth + 1})]
+        for child in run.children:
+            agents += [AgentOutput(f"child/{a.role}", a.text, a.prompt_tokens, a.completion_tokens, a.latent_steps,
+                                   a.seconds, a.extra) for a in child.agents]
+        meta = {"iterations": run.iterations, "code_blocks": run.blocks, "block_errors": run.errors,
+                "sub_calls": run.sub_calls, "final_source": run.final_source, "depth": self.depth,
+                "max_depth": self.max_depth}
+        return Answer(text=run.final or "", method=self.name, agents=agents, seconds=seconds, stopped=stopped,
+                      meta=meta)

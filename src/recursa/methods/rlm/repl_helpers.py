@@ -1,0 +1,83 @@
+"""Runs INSIDE the sandboxed REPL at every (re)start (sent as setup code, never imported by Recursa).
+
+Loads `context` from the work directory and defines the helpers the RLM prompt documents. The model calls
+(`llm_query`, ...) and `_final` (receives the answer text) are parent callbacks installed by the worker.
+"""
+
+import json as _json
+import os as _os
+import re as _re
+
+if _os.path.exists("context.txt"):
+    with open("context.txt", encoding="utf-8") as _f:
+        context = _f.read()
+elif _os.path.exists("context.json"):
+    with open("context.json", encoding="utf-8") as _f:
+        context = _json.load(_f)
+else:
+    context = ""
+
+CHUNK_CHARS = int(globals().get("_chunk_chars", 8000))
+
+
+def _as_text(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n".join(v if isinstance(v, str) else _json.dumps(v) for v in value)
+    return _json.dumps(value)
+
+
+def grep(pattern, window=100, limit=20, text=None):
+    """Snippets of `text` (default: context) around case-insensitive regex matches of `pattern`."""
+    source = _as_text(context if text is None else text)
+    hits = []
+    for match in _re.finditer(pattern, source, _re.IGNORECASE):
+        start, end = max(0, match.start() - window), min(len(source), match.end() + window)
+        hits.append(source[start:end])
+        if len(hits) >= limit:
+            break
+    return hits
+
+
+def chunks(size=None, text=None):
+    """`text` (default: context) cut into pieces of at most `size` characters, at line breaks where possible."""
+    size = int(size or CHUNK_CHARS)
+    source = _as_text(context if text is None else text)
+    pieces, start = [], 0
+    while start < len(source):
+        end = min(len(source), start + size)
+        if end < len(source):
+            cut = source.rfind("\n", start + size // 2, end)
+            end = cut + 1 if cut > 0 else end
+        pieces.append(source[start:end])
+        start = end
+    return pieces
+
+
+def FINAL_VAR(name):  # noqa: N802 - the protocol's name
+    """Answer with the value of the variable called `name` (a variable itself is accepted too)."""
+    if isinstance(name, str) and name.strip().strip("'\"") in globals():
+        value = globals()[name.strip().strip("'\"")]
+    else:
+        value = name
+    return FINAL(value)
+
+
+def FINAL(answer):  # noqa: N802 - the protocol's name
+    """Give the final answer (any value; it is converted to text). Ends the run."""
+    _final(answer if isinstance(answer, str) else repr(answer) if isinstance(answer, (set, tuple)) else str(answer))  # noqa: F821
+    print("FINAL answer recorded.")
+
+
+def SHOW_VARS():  # noqa: N802 - the protocol's name
+    """Your variables and their types (helpers and modules left out)."""
+    hidden = {"context", "CHUNK_CHARS", "grep", "chunks", "FINAL_VAR", "SHOW_VARS", "FINAL", "llm_query",
+              "llm_query_batched", "rlm_query"}
+    rows = {}
+    for key, value in globals().items():
+        if key.startswith("_") or key in hidden or type(value).__name__ in ("module", "function", "type"):
+            continue
+        rows[key] = type(value).__name__
+    print(rows or "no variables yet")
+    return None
