@@ -222,7 +222,10 @@ def bench(
 
     try:
         specs = parse_method_specs(methods_spec)
-        tasks = load_tasks(task, limit=limit, seed=seed)
+        task_options: dict[str, Any] = {"limit": limit}
+        if context_chars is not None:
+            task_options["context_chars"] = context_chars
+        tasks = load_tasks(task, seed=seed, **task_options)
         chat_model = load_chat_model(model, backend, base_url)
         options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern,
                                        latent_steps=latent_steps, realign=realign, transfer=transfer,
@@ -234,7 +237,7 @@ def bench(
         console.print(f"bench {task} × {', '.join(s.label for s in specs)}: {len(tasks)} problems, "
                       f"batch size {batch_size}, model {chat_model.name} → {out_dir}")
         run_bench(chat_model, tasks, specs, out_dir, task_name=task_name, batch_size=batch_size,
-                  base_options=options, seed=seed, task_options={"limit": limit})
+                  base_options=options, seed=seed, task_options=task_options)
         summary = write_summary(out_dir)
     except RecursaError as exc:
         fail(str(exc))

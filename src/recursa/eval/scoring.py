@@ -210,4 +210,8 @@ def score_task(text: str, gold: str | None, meta: dict[str, Any]) -> Score:
         return score_choice(text, gold, str(meta.get("choices", "ABCD")))
     if scorer == "exact":
         return score_exact(text, gold)
+    if scorer in ("niah", "oolong_number", "pairs_f1"):  # long-context tasks; lazy import: that module imports this
+        from recursa.eval.long_scoring import score_long_context
+
+        return score_long_context(scorer, text, gold)
     raise ValueError(f"unknown scorer '{scorer}'; available: {', '.join(SCORERS)}")

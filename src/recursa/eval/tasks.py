@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,10 @@ def _task_from_record(record: Any, where: str, seen: set[str]) -> Task:
         raise TaskError(f"{where}: 'answer' is required for scorer '{scorer}'")
     return Task(id=task_id, question=question, answer=None if answer is None else str(answer), meta=meta,
                 context=record.get("context"))
+
+
+# Long-context tasks (s-niah, oolong-lite, oolong-pairs-lite) are generated, not loaded; `context_chars` sets N.
+from recursa.eval import long_context as _long_context  # noqa: E402 - imports nothing from this module
+
+for _name in _long_context.GENERATORS:
+    register_task(_name)(partial(_long_context.load, _name))

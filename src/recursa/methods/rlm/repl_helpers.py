@@ -28,9 +28,19 @@ def _as_text(value):
     return _json.dumps(value)
 
 
-def grep(pattern, window=100, limit=20, text=None):
+def _text_and_number(args, text, number, default):
+    """Small models write grep(p, context) or chunks(context, 5000): accept text and number in either place."""
+    for value in args:
+        if isinstance(value, (str, list, dict)):
+            text = value
+        elif isinstance(value, int):
+            number = value
+    return _as_text(context if text is None else text), int(number or default)
+
+
+def grep(pattern, *args, window=100, limit=20, text=None):
     """Snippets of `text` (default: context) around case-insensitive regex matches of `pattern`."""
-    source = _as_text(context if text is None else text)
+    source, window = _text_and_number(args, text, window, 100)
     hits = []
     for match in _re.finditer(pattern, source, _re.IGNORECASE):
         start, end = max(0, match.start() - window), min(len(source), match.end() + window)
@@ -40,10 +50,9 @@ def grep(pattern, window=100, limit=20, text=None):
     return hits
 
 
-def chunks(size=None, text=None):
+def chunks(*args, size=None, text=None):
     """`text` (default: context) cut into pieces of at most `size` characters, at line breaks where possible."""
-    size = int(size or CHUNK_CHARS)
-    source = _as_text(context if text is None else text)
+    source, size = _text_and_number(args, text, size, CHUNK_CHARS)
     pieces, start = [], 0
     while start < len(source):
         end = min(len(source), start + size)
