@@ -234,7 +234,7 @@ def bench(
             options["context_chars"] = context_chars
         task_name = Path(task).stem if task.endswith(".jsonl") else task
         out_dir = out or Path("runs") / f"bench-{task_name.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
-        console.print(f"bench {task} × {', '.join(s.label for s in specs)}: {len(tasks)} problems, "
+        console.print(f"bench {escape(task)} × {escape(', '.join(s.label for s in specs))}: {len(tasks)} problems, "
                       f"batch size {batch_size}, model {chat_model.name} → {out_dir}")
         run_bench(chat_model, tasks, specs, out_dir, task_name=task_name, batch_size=batch_size,
                   base_options=options, seed=seed, task_options=task_options)

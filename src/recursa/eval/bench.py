@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from recursa.core.errors import BudgetExceeded, ConfigError, RecursaError
@@ -190,7 +191,8 @@ def run_bench(model: Any, tasks: list[Task], specs: list[MethodSpec], out_dir: P
                         console=Console(stderr=True), disable=not show_progress)
 
     def accuracy_text() -> str:
-        return "  ".join(f"{label}: {c}/{n}" + (f" ({c / n:.0%})" if n else "") for label, (c, n) in tally.items())
+        return "  ".join(f"{escape(label)}: {c}/{n}" + (f" ({c / n:.0%})" if n else "")
+                         for label, (c, n) in tally.items())
 
     try:
         with progress, Tracer.start(runs_dir=out_dir, run_id=f"bench-{time.strftime('%Y%m%d-%H%M%S')}"):
