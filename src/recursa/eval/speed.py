@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -83,17 +84,20 @@ def ignoring_eos(model) -> Iterator[None]:
         model.eos_ids = saved
 
 
-def decode_throughput(model, batch: int, new_tokens: int) -> dict[str, float]:
-    """Decode `new_tokens` greedy tokens for `batch` different prompts; prefill is done before the clock starts."""
+def decode_throughput(model, batch: int, new_tokens: int, repeats: int = 1) -> dict[str, float]:
+    """Decode `new_tokens` greedy tokens for `batch` different prompts; prefill is done before the clock starts.
+    With `repeats` > 1 the fastest run counts (other processes only ever slow a run down)."""
     ids = [model.chat_ids([{"role": "user", "content": DECODE_PROMPTS[i % len(DECODE_PROMPTS)]}])
            for i in range(batch)]
-    state = model.new_state(batch)
-    model.prefill(state, [row[:-1] for row in ids])
-    with ignoring_eos(model):
-        started = time.perf_counter()
-        completions = model.decode(state, [row[-1:] for row in ids], Sampling(max_tokens=new_tokens))
-        seconds = time.perf_counter() - started
-    tokens = sum(c.completion_tokens for c in completions)
+    seconds, tokens = float("inf"), 0
+    for _ in range(repeats):
+        state = model.new_state(batch)
+        model.prefill(state, [row[:-1] for row in ids])
+        with ignoring_eos(model):
+            started = time.perf_counter()
+            completions = model.decode(state, [row[-1:] for row in ids], Sampling(max_tokens=new_tokens))
+            seconds = min(seconds, time.perf_counter() - started)
+        tokens = sum(c.completion_tokens for c in completions)
     return {"batch": batch, "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
             "ms_per_step": 1000 * seconds / new_tokens}
 
@@ -106,7 +110,7 @@ def prefill_throughput(model, prompt_tokens: int = 512, repeats: int = 2) -> dic
 
 
 @torch.inference_mode()
-def plain_generate_throughput(model, new_tokens: int) -> dict[str, float]:
+def plain_generate_throughput(model, new_tokens: int, repeats: int = 1) -> dict[str, float]:
     """`model.generate()` of transformers at batch 1, decode rate = (N-1) tokens / (time(N) - time(1))."""
     ids = torch.tensor([model.chat_ids([{"role": "user", "content": DECODE_PROMPTS[0]}])])
 
@@ -117,7 +121,7 @@ def plain_generate_throughput(model, new_tokens: int) -> dict[str, float]:
         return time.perf_counter() - started
 
     one = min(run(1) for _ in range(2))
-    full = run(new_tokens)
+    full = min(run(new_tokens) for _ in range(repeats))
     return {"tokens": new_tokens, "seconds": full - one, "tokens_per_s": (new_tokens - 1) / (full - one)}
 
 
@@ -179,37 +183,52 @@ def profile_decode(model, steps: int = 24) -> dict[str, float]:
 
 
 def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batches: tuple[int, ...] = (1, 8),
-                    prompt_tokens: int = 512, profile: bool = True, compare_generate: bool = True,
+                    prompt_tokens: int = 512, repeats: int = 2, profile: bool = True, compare_generate: bool = True,
+                    threads: int | None = None, out: Path | None = None,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure everything in one process and return one JSON-able dict (see `bench/speed.py`)."""
+    """Measure everything in one process and return one JSON-able dict (see `bench/speed.py`).
+    With `out`, the JSON is rewritten after every stage, so an interrupted run keeps what it measured."""
+    import hashlib
+
+    import recursa.models.hf as hf_module
     from recursa.models import registry
 
     say = progress or (lambda _msg: None)
     say("loading model")
     model = registry.load(model_name)
-    threads = torch.get_num_threads()
-    say("memory bandwidth")
-    bandwidth = memory_bandwidth()
-    weights = weight_bytes(model)
-    say("warm-up")
-    decode_throughput(model, 1, 8)
-    results: dict[str, Any] = {"model": model.name, "threads": threads, "torch": torch.__version__,
-                               "new_tokens": new_tokens, "bandwidth": bandwidth, "weight_bytes": weights,
-                               "decode": {}}
+    if threads:
+        torch.set_num_threads(threads)
+    results: dict[str, Any] = {
+        "model": model.name, "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
+        "new_tokens": new_tokens, "load_average_at_start": os.getloadavg()[0],
+        # which version of the backend was measured (it changes often while decode speed is being worked on)
+        "hf_py_sha256": hashlib.sha256(Path(hf_module.__file__).read_bytes()).hexdigest()[:12],
+        "decode": {}}
+
+    def stage(key: str, label: str, measure: Callable[[], Any]) -> None:
+        say(label)
+        results[key] = measure()
+        if out is not None:
+            write_json(results, out)
+
+    stage("bandwidth", "memory bandwidth", memory_bandwidth)
+    results["weight_bytes"] = weight_bytes(model)
+    stage("warmup", "warm-up", lambda: decode_throughput(model, 1, 8))
     for batch in batches:
-        say(f"decode, batch {batch}")
-        results["decode"][str(batch)] = decode_throughput(model, batch, new_tokens)
-    say(f"prefill, {prompt_tokens} tokens")
-    results["prefill"] = prefill_throughput(model, prompt_tokens)
+        stage("decode", f"decode, batch {batch}",
+              lambda b=batch: results["decode"] | {str(b): decode_throughput(model, b, new_tokens, repeats)})
+    stage("prefill", f"prefill, {prompt_tokens} tokens", lambda: prefill_throughput(model, prompt_tokens, repeats))
     if compare_generate:
-        say("transformers generate()")
-        results["plain_generate"] = plain_generate_throughput(model, new_tokens)
-    say("llama.cpp (if installed)")
-    results["llama_cpp"] = llama_cpp_throughput(model.name, new_tokens, threads)
+        stage("plain_generate", "transformers generate()",
+              lambda: plain_generate_throughput(model, new_tokens, repeats))
+    stage("llama_cpp", "llama.cpp (if installed)",
+          lambda: llama_cpp_throughput(model.name, new_tokens, results["threads"]))
     if profile:
-        say("profiling batch-1 decode")
-        results["profile_batch1"] = profile_decode(model)
+        stage("profile_batch1", "profiling batch-1 decode", lambda: profile_decode(model))
+    results["load_average_at_end"] = os.getloadavg()[0]  # > threads means other processes competed for the cores
     results["summary"] = summarize(results)
+    if out is not None:
+        write_json(results, out)
     return results
 
 
@@ -239,7 +258,9 @@ def render(results: dict[str, Any]):
     """A rich table of the figures."""
     from rich.table import Table
 
-    table = Table("measure", "value", title=f"speed: {results['model']} ({results['threads']} threads)")
+    title = (f"speed: {results['model']} ({results['threads']} threads, best of {results['repeats']}, load average "
+             f"{results['load_average_at_start']:.1f} → {results['load_average_at_end']:.1f})")
+    table = Table("measure", "value", title=title)
     bw, weights, summary = results["bandwidth"], results["weight_bytes"], results["summary"]
     table.add_row("memory copy bandwidth", f"{bw['copy_gb_s']:.1f} GB/s (read-only sum: {bw['read_gb_s']:.1f} GB/s)")
     table.add_row("weights / read per step", f"{weights['all_parameters'] / 1e9:.3f} GB / "
