@@ -201,6 +201,7 @@ def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batche
     results: dict[str, Any] = {
         "model": model.name, "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
         "new_tokens": new_tokens, "load_average_at_start": os.getloadavg()[0],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         # which version of the backend was measured (it changes often while decode speed is being worked on)
         "hf_py_sha256": hashlib.sha256(Path(hf_module.__file__).read_bytes()).hexdigest()[:12],
         "decode": {}}
