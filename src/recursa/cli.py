@@ -186,6 +186,28 @@ def serve(
         fail(str(exc))
 
 
+@bench_app.command("speed")
+def bench_speed(
+    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    new_tokens: Annotated[int, typer.Option(help="Decoded tokens per row.")] = 128,
+    batches: Annotated[str, typer.Option(help="Comma-separated decode batch sizes.")] = "1,8",
+    repeats: Annotated[int, typer.Option(help="Runs per measure; the fastest counts.")] = 2,
+    profile: Annotated[bool, typer.Option(help="Break batch-1 decode time down with torch.profiler.")] = True,
+    out: Annotated[Path | None, typer.Option(help="JSON file (default runs/speed-<time>.json).")] = None,
+) -> None:
+    """Decode/prefill tokens/s of the local backend against the measured memory-bandwidth limit."""
+    from recursa.eval.speed import render, run_speed_bench
+
+    out = out or Path("runs") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    try:
+        results = run_speed_bench(model, new_tokens=new_tokens, batches=tuple(int(b) for b in batches.split(",")),
+                                  repeats=repeats, profile=profile, out=out, progress=console.log)
+    except (RecursaError, ValueError) as exc:
+        fail(str(exc))
+        return
+    Console().print(render(results))
+    console.print(f"wrote {out}")
+
 
 @bench_app.callback()
 def bench(
