@@ -109,7 +109,8 @@ class RecursiveLM:
             run.messages = [
                 {"role": "system", "content": prompting.system_prompt(context=context, chunk=chunk,
                                                                       sub_calls=self.sub_calls_allowed,
-                                                                      recursive=self.depth + 1 < self.max_depth)},
+                                                                      recursive=self.depth + 1 < self.max_depth,
+                                                                      question=task.question)},
                 {"role": "user", "content": prompting.first_user(task.question, context)}]
             try:
                 self._loop(run, worker)

@@ -92,13 +92,18 @@ def chunk_chars(sub_model: ChatModel, sample: str, max_chunk_tokens: int, sub_ma
     return max(500, int(tokens * min(ratio, 6.0) * 0.9))
 
 
-def system_prompt(*, context: Any, chunk: int, sub_calls: bool, recursive: bool) -> str:
+_COUNTING = re.compile(r"(how many|how often|count|what is the (total )?number of)\b", re.IGNORECASE)
+
+
+def system_prompt(*, context: Any, chunk: int, sub_calls: bool, recursive: bool, question: str = "") -> str:
     tools = ""
     if sub_calls:
         tools = render("tools_subcalls", chunk_chars=chunk) + "\n"
         if recursive:
             tools += render("tools_rlm_query") + "\n"
     examples = [render("example_search"), render("example_count")]
+    if question and _COUNTING.match(question.strip()):
+        examples.reverse()  # small models copy the first example: put the one that fits the question first
     if sub_calls:
         examples.append(render("example_batched"))
     strategy = render("strategy_subcalls" if sub_calls else "strategy_no_subcalls")

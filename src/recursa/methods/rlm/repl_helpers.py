@@ -38,14 +38,15 @@ def _text_and_number(args, text, number, default):
     return _as_text(context if text is None else text), int(number or default)
 
 
-def grep(pattern, *args, window=100, limit=20, text=None):
-    """Snippets of `text` (default: context) around case-insensitive regex matches of `pattern`."""
+def grep(pattern, *args, window=100, limit=None, text=None):
+    """Snippets of `text` (default: context) around case-insensitive regex matches of `pattern` (all of them, so
+    `len(grep(...))` counts matches)."""
     source, window = _text_and_number(args, text, window, 100)
     hits = []
     for match in _re.finditer(pattern, source, _re.IGNORECASE):
         start, end = max(0, match.start() - window), min(len(source), match.end() + window)
         hits.append(source[start:end])
-        if len(hits) >= limit:
+        if limit and len(hits) >= limit:
             break
     return hits
 
