@@ -45,7 +45,7 @@ def test_batch_in_order_with_usage_and_length_limit(chat_model):
 
 def test_stop_string_and_finish_reason(chat_model):
     messages = user("Count from 1 to 10, separated by commas. Only the numbers.")
-    completion = chat_model.generate([messages], Sampling(max_tokens=30, stop=("4",)))[0]
+    completion = chat_model.generate([messages], Sampling(max_tokens=16, stop=("4",)))[0]
     assert completion.finish_reason == "stop" and "4" not in completion.text and "3" in completion.text
 
 

@@ -65,9 +65,9 @@ def test_n_choices_and_usage_match_the_local_backend(client, qwen):
 
 def test_stop_strings_cut_the_text(client):
     messages = user("Count from 1 to 10, separated by commas. Only the numbers.")
-    full = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0)
+    full = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
     assert "5" in full.choices[0].message.content
-    cut = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=30, temperature=0, stop=["5"])
+    cut = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0, stop=["5"])
     text = cut.choices[0].message.content
     assert "5" not in text and full.choices[0].message.content.startswith(text)
     assert cut.choices[0].finish_reason == "stop"
