@@ -170,10 +170,12 @@ def profile_decode(model, steps: int = 24) -> dict[str, float]:
         if event.key.startswith("ProfilerStep"):
             continue
         us = event.self_cpu_time_total
-        if event.key in ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"):
+        if event.key in ("aten::mm", "aten::addmm", "aten::linear"):
             is_head = any(vocab in (shape or []) for shape in (event.input_shapes or []))
             shares["lm_head" if is_head else "linear_layers"] += us
-        elif "attention" in event.key or "flash" in event.key or "softmax" in event.key:
+        elif event.key in ("aten::bmm", "aten::matmul") or any(k in event.key for k in ("attention", "flash",
+                                                                                          "softmax")):
+            # eager attention is matmul → bmm (QKᵀ, AV) + softmax; SDPA shows up under its own name
             shares["attention"] += us
         else:
             shares["other_ops"] += us
