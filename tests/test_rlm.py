@@ -192,7 +192,7 @@ def test_real_model_rlm_run_and_batched_sub_calls(qwen, tmp_path):
     from recursa.eval.long_context import s_niah
 
     task = s_niah(n=1, context_chars=8000, seed=3)[0]
-    solver = RecursiveLM(qwen, max_iterations=2, max_tokens=160)
+    solver = RecursiveLM(qwen, max_iterations=1, max_tokens=120)
     code = "r = llm_query_batched(['Reply with the word yes.', 'Reply with the word no.'])\nprint(len(r), r)"
     with Tracer.start(runs_dir=tmp_path) as tracer:
         answer = solver.solve(task)
