@@ -1,0 +1,136 @@
+"""`latent-mas`: agents collaborate through a shared KV working memory instead of text (LatentMAS, arXiv 2511.20639).
+
+One white-box model plays every role of a team (`recursa/prompts/<pattern>.yaml`, the same prompts as `text-mas`).
+Each non-final agent prefills its prompt on top of the shared working memory and thinks for m latent steps
+(`latent/rollout.py`); it never emits a token. The final agent prefills its prompt on top of everything and is
+the only one that decodes text. A batch of tasks runs through one batched working memory; every row is
+independent of the others (left padding, per-row mask and positions).
+
+    planner ─┐ prefill + m latent steps ─▶ critic ─▶ refiner ─▶ judger: prefill + decode → answer text
+             └────────────── one SequenceState (KV cache [B, T]) grows by L_i + m per agent ──────────────┘
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from recursa.core.budget import Budget
+from recursa.core.errors import ConfigError
+from recursa.core.trace import record_latent, span
+from recursa.latent.align import DEFAULT_RIDGE, REALIGN_MODES, Aligner
+from recursa.latent.rollout import TRANSFER_MODES, hand_over, latent_rollout
+from recursa.methods.base import AgentOutput, Answer, Task, register
+from recursa.methods.prompts import Team, answer_format_of, load_team
+from recursa.models.base import Sampling
+
+PATTERNS = ("sequential", "hierarchical")
+_WHITE_BOX = ("new_state", "prefill", "step_embeds", "decode", "chat_ids", "input_embedding_matrix")
+
+
+class LatentMAS:
+    name = "latent-mas"
+
+    def __init__(self, model: Any, latent_steps: int = 8, realign: str = "ridge+norm", transfer: str = "full",
+                 pattern: str = "sequential", max_tokens: int = 512, temperature: float = 0.0,
+                 ridge: float = DEFAULT_RIDGE, budget: Budget | None = None, seed: int | None = None, **_: Any):
+        missing = [attr for attr in _WHITE_BOX if not hasattr(model, attr)]
+        if missing:
+            raise ConfigError(f"latent-mas needs a white-box local model (hidden states and KV cache); "
+                              f"{getattr(model, 'name', model)!s} lacks {', '.join(missing)}: use --backend local")
+        # `recursa bench` specs coerce "none" to None: read it as the mode named "none".
+        realign, transfer = realign or "none", transfer or "none"
+        if pattern not in PATTERNS:
+            raise ConfigError(f"latent-mas pattern must be one of {', '.join(PATTERNS)}, got '{pattern}'")
+        if realign not in REALIGN_MODES:
+            raise ConfigError(f"unknown realign mode '{realign}'; use one of: {', '.join(REALIGN_MODES)}")
+        if transfer not in TRANSFER_MODES:
+            raise ConfigError(f"unknown transfer mode '{transfer}'; use one of: {', '.join(TRANSFER_MODES)}")
+        if int(latent_steps) < 0:
+            raise ConfigError(f"latent_steps must be >= 0, got {latent_steps}")
+        self.model = model
+        self.latent_steps = int(latent_steps)
+        self.realign = realign
+        self.ridge = float(ridge)
+        self.transfer = transfer
+        self.team: Team = load_team(pattern)
+        self.sampling = Sampling(max_tokens=int(max_tokens), temperature=float(temperature), seed=seed)
+        self.budget = budget
+        self._aligner: Aligner | None = None
+
+    @property
+    def aligner(self) -> Aligner:
+        if self._aligner is None:  # built on first use: the ridge solve costs seconds the first time per model
+            self._aligner = Aligner.for_model(self.model, self.realign, self.ridge)
+        return self._aligner
+
+    def solve(self, task: Task) -> Answer:
+        return self.solve_batch([task])[0]
+
+    def solve_batch(self, tasks: list[Task]) -> list[Answer]:
+        if not tasks:
+            return []
+        model, steps, batch = self.model, self.latent_steps, len(tasks)
+        agents: list[list[AgentOutput]] = [[] for _ in tasks]
+        started = time.perf_counter()
+        state = model.new_state(batch)
+        for role in self.team.workers:
+            # Tell an agent about the latent memory only when it reads context and there is memory to read.
+            context = self.team.latent_note if role.receives_context and state.length > 0 else ""
+            ids = [model.chat_ids(role.messages(t.question, answer_format_of(t.meta), context)) for t in tasks]
+            with span("agent", role.name, method=self.name, batch_size=batch, latent_steps=steps,
+                      transfer=self.transfer, realign=self.realign) as agent_span:
+                rollout = latent_rollout(model, state, ids, steps, self.aligner)
+                cache_length, cache_bytes = state.length, state.nbytes()
+                figures = dict(cache_length=cache_length, cache_bytes=cache_bytes,
+                               prefill_seconds=round(rollout.prefill_seconds, 4),
+                               latent_seconds=round(rollout.latent_seconds, 4))
+                record_latent(model.name, rollout.prefill_seconds + rollout.latent_seconds, latent_steps=steps * batch,
+                              prompt_tokens=sum(rollout.prompt_tokens), model_calls=batch, agent=role.name,
+                              batch_size=batch, **figures)
+                state = hand_over(model, state, rollout, self.transfer)
+                if agent_span is not None:
+                    agent_span.set(prompt_tokens=sum(rollout.prompt_tokens), handed_on_length=state.length, **figures)
+            seconds = (rollout.prefill_seconds + rollout.latent_seconds) / batch
+            for row, task_agents in enumerate(agents):
+                task_agents.append(AgentOutput(
+                    role.name, "", rollout.prompt_tokens[row], 0, steps, seconds,
+                    extra={**figures, "cache_bytes": cache_bytes // batch, "handed_on_length": state.length,
+                           "agent_positions": rollout.prompt_tokens[row] + steps, "model_calls": 1}))
+            if self.budget is not None:
+                self.budget.charge(tokens=sum(rollout.prompt_tokens), calls=batch)
+
+        final = self.team.final
+        context = self.team.latent_note if state.length > 0 else ""
+        ids = [model.chat_ids(final.messages(t.question, answer_format_of(t.meta), context)) for t in tasks]
+        memory_length, memory_bytes = state.length, state.nbytes()   # what the final agent reads
+        memory_positions = state.mask.sum(1).tolist()                 # [B] real (unpadded) positions per row
+        with span("agent", final.name, method=self.name, batch_size=batch, final=True,
+                  cache_length=memory_length, cache_bytes=memory_bytes) as final_span:
+            began = time.perf_counter()
+            completions = model.decode(state, ids, self.sampling)   # prefill + decode; consumes the state
+            decode_seconds = time.perf_counter() - began
+            if final_span is not None:
+                final_span.set(prompt_tokens=sum(c.prompt_tokens for c in completions),
+                               completion_tokens=sum(c.completion_tokens for c in completions))
+        if self.budget is not None:
+            self.budget.charge(tokens=sum(c.prompt_tokens + c.completion_tokens for c in completions), calls=batch)
+        seconds = (time.perf_counter() - started) / batch
+        meta = {"pattern": self.team.pattern, "latent_steps": steps, "realign": self.realign,
+                "transfer": self.transfer}
+        answers = []
+        for row, completion in enumerate(completions):
+            agents[row].append(AgentOutput(
+                final.name, completion.text, completion.prompt_tokens, completion.completion_tokens, 0,
+                decode_seconds / batch,
+                extra={"memory_length": memory_length, "memory_positions": int(memory_positions[row]),
+                       "memory_bytes": memory_bytes // batch,
+                       "finish_reason": completion.finish_reason, "model_calls": 1}))
+            answers.append(Answer(text=completion.text, method=self.name, agents=agents[row], seconds=seconds,
+                                  meta=dict(meta)))
+        return answers
+
+
+@register("latent-mas")
+def _make(model: Any, **options: Any) -> LatentMAS:
+    return LatentMAS(model, **options)
