@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   installs everything into .venv and runs the main job on the embedded model
+#   make demo   installs everything into .venv and runs the main job: single vs text-mas vs latent-mas side by side
 #   make test   installs everything into .venv and runs the test suite (what CI runs)
 PY ?= python3.11
 VENV := .venv
@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/recursa models prepare qwen2.5-coder-0.5b
-	$(BIN)/recursa run "A shop sells pens at 3 dollars each. Tom buys 4 pens and pays with a 20 dollar bill. How much change does he get?"
+	$(BIN)/recursa demo
 
 test: install
 	$(BIN)/recursa models prepare qwen2.5-coder-0.5b

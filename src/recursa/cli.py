@@ -274,6 +274,39 @@ def bench(
     console.print(f"results: {out_dir / 'results.jsonl'}; summary: {out_dir / 'summary.md'}")
 
 
+@app.command()
+def demo(
+    problems: Annotated[int, typer.Option(help="How many GSM8K problems (the shortest ones).")] = 3,
+    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates.")] = 256,
+) -> None:
+    """single vs text-mas vs latent-mas on a few GSM8K problems: answers, correctness, tokens, seconds."""
+    from recursa.eval.demo import demo_tasks, run_demo
+
+    try:
+        tasks = demo_tasks(problems)
+        chat_model = load_chat_model(model)
+        console.print(f"{len(tasks)} GSM8K problems on {chat_model.name}, each method runs them as one batch:")
+        for i, task in enumerate(tasks, 1):
+            console.print(f"  [bold]{i}.[/] {escape(task.question)}  [dim](gold {task.answer})[/]")
+        rows = run_demo(chat_model, tasks, max_tokens, on_row=lambda r: console.print(
+            f"  {escape(r.label)} done in {r.seconds:.1f}s"))
+    except RecursaError as exc:
+        fail(str(exc))
+        return
+    text_mas = next((r for r in rows if r.label == "text-mas"), None)
+    table = Table("method", *[f"#{i}" for i in range(1, len(tasks) + 1)], "correct", "decoded tok", "latent steps",
+                  "seconds", "vs text-mas")
+    for r in rows:
+        cells = [f"{'[green]✓' if ok else '[red]✗'} {escape(str(a))}[/]" for a, ok in zip(r.answers, r.correct,
+                                                                                           strict=True)]
+        versus = (f"{text_mas.seconds / r.seconds:.1f}× faster, {r.decoded_tokens / text_mas.decoded_tokens:.0%} tok"
+                  if text_mas and r is not text_mas and r.seconds and text_mas.decoded_tokens else "")
+        table.add_row(escape(r.spec), *cells, f"{sum(r.correct)}/{len(tasks)}", str(r.decoded_tokens),
+                      str(r.latent_steps), f"{r.seconds:.1f}", versus)
+    Console().print(table)
+
+
 def main() -> None:  # pragma: no cover
     app()
 
