@@ -253,7 +253,10 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
         if results.get("plain_generate"):
             summary["over_plain_generate"] = one / results["plain_generate"]["tokens_per_s"]
         if results.get("llama_cpp"):
-            summary["llama_cpp_over_local"] = results["llama_cpp"]["tokens_per_s"] / one
+            llama = results["llama_cpp"]
+            summary["llama_cpp_over_local"] = llama["tokens_per_s"] / one
+            # its ceiling, counting the whole 4-bit GGUF as read per step (an upper bound on its bytes)
+            summary["llama_cpp_fraction_of_its_ceiling"] = llama["tokens_per_s"] * llama["gguf_bytes"] / bandwidth
     return summary
 
 
