@@ -32,11 +32,12 @@ def test_decode_after_prefilled_cache_equals_full_prompt(qwen):
     state = qwen.new_state(1)
     split = len(ids) - 5
     qwen.prefill(state, [ids[:split]])
-    assert state.length == split
+    assert state.mask.sum().item() == split
     continued = qwen.decode(state, [ids[split:]], sampling)[0]
     assert continued.token_ids == full.token_ids
 
 
+@torch.inference_mode()
 def test_inputs_embeds_path_gives_same_logits_as_ids(qwen):
     ids = qwen.chat_ids(conv("Say hello."))
     by_ids = qwen.logits(qwen._forward(qwen.new_state(1), torch.ones(1, len(ids), dtype=torch.long),
@@ -64,5 +65,7 @@ def test_sampling_is_seeded(qwen):
 def test_state_reports_cache_size(qwen):
     state = qwen.new_state(2)
     qwen.prefill(state, [[1, 2, 3], [4, 5]])
-    assert state.length == 3 and state.next_pos.tolist() == [3, 2]
+    # segments are left-padded to a multiple of 16 positions; each row's positions count only its real tokens
+    assert state.length == 16 and state.next_pos.tolist() == [3, 2]
+    assert state.mask.sum(1).tolist() == [3, 2]
     assert state.nbytes() > 0

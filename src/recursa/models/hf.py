@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
@@ -23,7 +25,30 @@ from recursa.core.errors import ContextTooLongError, ModelNotFoundError
 from recursa.core.trace import record_model_call
 from recursa.models.base import Completion, Conversation, Sampling
 
-PREFILL_CHUNK = 2048  # bounds attention memory on long prompts
+PAD_QUANTUM = 16            # multi-token segments are left-padded to a multiple of this (batch invariance)
+ATTENTION_BYTES = 512 << 20   # bounds the eager attention matrix of one prefill chunk
+
+
+def _batch_invariant_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """nn.Linear whose per-row result does not depend on the number of rows.
+
+    oneDNN uses a different bf16 kernel for a single row (M = 1) than for M >= 2, and the two round differently;
+    every M >= 2 agrees. A lone row is therefore run as two: the weights are read once either way.
+    """
+    if x.numel() != x.shape[-1]:
+        return F.linear(x, module.weight, module.bias)
+    flat = x.reshape(1, -1)
+    out = F.linear(torch.cat([flat, flat]), module.weight, module.bias)[:1]
+    return out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def make_batch_invariant(model: torch.nn.Module) -> None:
+    """Results of a row must not depend on its batch: eager attention (SDPA's CPU kernel rounds differently
+    when the padding changes) and row-count-independent linears."""
+    model.set_attn_implementation("eager")
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.forward = types.MethodType(_batch_invariant_linear, module)
 
 
 @dataclass
@@ -91,6 +116,7 @@ class HFModel:
         except OSError as exc:
             raise ModelNotFoundError(f"cannot load model '{path}': {str(exc).splitlines()[0]}") from exc
         model.eval()
+        make_batch_invariant(model)
         return cls(model, tokenizer, name or str(path))
 
     # ---- text helpers -------------------------------------------------------------------------------
@@ -145,7 +171,11 @@ class HFModel:
         return out.last_hidden_state
 
     def _pad_left(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        # Widths are rounded up to PAD_QUANTUM so that a row's padding is the same modulo the quantum alone or in
+        # any batch: the bf16 kernels then see its keys at the same alignment and round identically.
         width = max(len(row) for row in ids)
+        if width > 1:
+            width = -(-width // PAD_QUANTUM) * PAD_QUANTUM
         padded = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
         seg_mask = torch.zeros((len(ids), width), dtype=torch.long)
         for i, row in enumerate(ids):
@@ -159,9 +189,12 @@ class HFModel:
         if len(ids) != state.batch_size:
             raise ValueError(f"prefill got {len(ids)} rows for a state of batch size {state.batch_size}")
         padded, seg_mask = self._pad_left(ids)
+        total = state.length + padded.shape[1]
+        bytes_per_query = 4 * state.batch_size * self.config.num_attention_heads * total
+        chunk = max(PAD_QUANTUM, ATTENTION_BYTES // bytes_per_query // PAD_QUANTUM * PAD_QUANTUM)
         hidden = None
-        for start in range(0, padded.shape[1], PREFILL_CHUNK):
-            end = start + PREFILL_CHUNK
+        for start in range(0, padded.shape[1], chunk):
+            end = start + chunk
             hidden = self._forward(state, seg_mask[:, start:end], input_ids=padded[:, start:end])
         return hidden[:, -1, :]
 
