@@ -32,9 +32,8 @@ def test_budget_depth_limit():
 
 
 def test_trace_writes_nested_events(tmp_path):
-    with Tracer.start(runs_dir=tmp_path) as tracer:
-        with span("agent", "planner"):
-            record_model_call("m", 0.5, prompt_tokens=10, completion_tokens=5, batch_size=2)
+    with Tracer.start(runs_dir=tmp_path) as tracer, span("agent", "planner"):
+        record_model_call("m", 0.5, prompt_tokens=10, completion_tokens=5, batch_size=2)
     events = [json.loads(line) for line in tracer.path.read_text().splitlines()]
     call = next(e for e in events if e["kind"] == "model_call")
     agent = next(e for e in events if e["kind"] == "agent")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path, progress=None) -> Path:
     model.is_quantized = False
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / READY_MARKER).write_text('{"source": "%s"}' % gguf_path.name)
+    (tmp / READY_MARKER).write_text(json.dumps({"source": gguf_path.name}))
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)
     if progress:
