@@ -52,24 +52,35 @@ def load_chat_model(model: str | None, backend: str = "local", base_url: str | N
 
 
 MethodOption = Annotated[str, typer.Option("--method", "-m", help="single | text-mas | latent-mas | rlm")]
+# Options shared by several commands (run, bench, serve, demo).
+ModelOption = Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")]
+BackendOption = Annotated[str, typer.Option(help="local | openai")]
+BaseUrlOption = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai).")]
+TemperatureOption = Annotated[float, typer.Option(help="0 = greedy.")]
+PatternOption = Annotated[str, typer.Option(help="text-mas/latent-mas: sequential | hierarchical")]
+LatentStepsOption = Annotated[int, typer.Option(help="latent-mas: latent steps per agent (m).")]
+RealignOption = Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm")]
+TransferOption = Annotated[str, typer.Option(help="latent-mas: full | latent-only | own-only | none")]
+MaxDepthOption = Annotated[int, typer.Option(help="rlm: recursion depth of rlm_query.")]
+MaxIterationsOption = Annotated[int, typer.Option(help="rlm: root iterations.")]
 
 
 @app.command()
 def run(
     question: Annotated[str, typer.Argument(help="The question or instruction.")],
     method: MethodOption = "single",
-    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
-    backend: Annotated[str, typer.Option(help="local | openai")] = "local",
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai).")] = None,
+    model: ModelOption = None,
+    backend: BackendOption = "local",
+    base_url: BaseUrlOption = None,
     max_tokens: Annotated[int, typer.Option(help="Max tokens the answering agent decodes.")] = 512,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    pattern: Annotated[str, typer.Option(help="text-mas/latent-mas: sequential | hierarchical")] = "sequential",
-    latent_steps: Annotated[int, typer.Option(help="latent-mas: latent steps per agent (m).")] = 8,
-    realign: Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm")] = "ridge+norm",
-    transfer: Annotated[str, typer.Option(help="latent-mas: full | latent-only | own-only | none")] = "full",
+    temperature: TemperatureOption = 0.0,
+    pattern: PatternOption = "sequential",
+    latent_steps: LatentStepsOption = 8,
+    realign: RealignOption = "ridge+norm",
+    transfer: TransferOption = "full",
     context: Annotated[Path | None, typer.Option(help="rlm: file holding the context (text or JSON).")] = None,
-    max_depth: Annotated[int, typer.Option(help="rlm: recursion depth of rlm_query.")] = 1,
-    max_iterations: Annotated[int, typer.Option(help="rlm: root iterations.")] = 12,
+    max_depth: MaxDepthOption = 1,
+    max_iterations: MaxIterationsOption = 12,
     sub_model: Annotated[str | None, typer.Option(help="rlm: model for sub-calls (default: --model).")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Budget: wall seconds.")] = None,
     max_calls: Annotated[int | None, typer.Option(help="Budget: model calls.")] = None,
@@ -170,7 +181,7 @@ def models_prepare(name: Annotated[str, typer.Argument(help="A name from `recurs
 
 @app.command()
 def serve(
-    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    model: ModelOption = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_batch: Annotated[int, typer.Option(help="Most rows decoded together in one batch.")] = 16,
@@ -188,7 +199,7 @@ def serve(
 
 @bench_app.command("speed")
 def bench_speed(
-    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    model: ModelOption = None,
     new_tokens: Annotated[int, typer.Option(help="Decoded tokens per row.")] = 128,
     batches: Annotated[str, typer.Option(help="Comma-separated decode batch sizes.")] = "1,8",
     repeats: Annotated[int, typer.Option(help="Runs per measure; the fastest counts.")] = 2,
@@ -217,21 +228,21 @@ def bench(
     methods_spec: Annotated[str, typer.Option("--methods", help="Comma-separated method specs, each optionally with "
                                               "options: 'single,text-mas\\[pattern=hierarchical]'.")] = "single",
     limit: Annotated[int | None, typer.Option(help="At most this many problems.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    model: ModelOption = None,
     seed: Annotated[int, typer.Option(help="Seed of generated task sets and of sampling.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Results folder (default runs/bench-<task>-<time>); an "
                                              "existing folder is resumed.")] = None,
     batch_size: Annotated[int, typer.Option(help="Problems per batched model call.")] = 4,
-    backend: Annotated[str, typer.Option(help="local | openai")] = "local",
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai).")] = None,
+    backend: BackendOption = "local",
+    base_url: BaseUrlOption = None,
     max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates.")] = 384,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    pattern: Annotated[str, typer.Option(help="text-mas/latent-mas: sequential | hierarchical")] = "sequential",
-    latent_steps: Annotated[int, typer.Option(help="latent-mas: latent steps per agent (m).")] = 8,
-    realign: Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm")] = "ridge+norm",
-    transfer: Annotated[str, typer.Option(help="latent-mas: full | latent-only | own-only | none")] = "full",
-    max_depth: Annotated[int, typer.Option(help="rlm: recursion depth of rlm_query.")] = 1,
-    max_iterations: Annotated[int, typer.Option(help="rlm: root iterations.")] = 12,
+    temperature: TemperatureOption = 0.0,
+    pattern: PatternOption = "sequential",
+    latent_steps: LatentStepsOption = 8,
+    realign: RealignOption = "ridge+norm",
+    transfer: TransferOption = "full",
+    max_depth: MaxDepthOption = 1,
+    max_iterations: MaxIterationsOption = 12,
     context_chars: Annotated[int | None, typer.Option(help="Long-context tasks / text-mas: max context characters.")]
     = None,
 ) -> None:
@@ -277,7 +288,7 @@ def bench(
 @app.command()
 def demo(
     problems: Annotated[int, typer.Option(help="How many GSM8K problems (the shortest ones).")] = 3,
-    model: Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")] = None,
+    model: ModelOption = None,
     max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates.")] = 256,
 ) -> None:
     """single vs text-mas vs latent-mas on a few GSM8K problems: answers, correctness, tokens, seconds."""
