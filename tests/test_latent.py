@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from recursa.core.errors import ConfigError
 from recursa.latent.align import Aligner, compute_realignment, ridge_map
 from recursa.latent.rollout import hand_over, latent_rollout
 from recursa.methods.base import Task, create
@@ -73,6 +74,24 @@ def test_aligner_modes(qwen):
     assert torch.allclose(ridge_only, hidden @ realignment.matrix)
 
 
+def test_soft_realignment_is_the_expected_token_embedding(qwen):
+    state = qwen.new_state(2)
+    hidden = qwen.prefill(state, [qwen.chat_ids([{"role": "user", "content": q}]) for q in SHORT[:2]])
+    table = qwen.input_embedding_matrix().float()
+    logits = qwen.logits(hidden).float()
+    cold = Aligner("soft", model=qwen, temperature=1e-4)(hidden)           # all weight on the top token(s)
+    for row in range(2):  # bf16 logits often tie: the weight is shared equally among the tied top tokens
+        tied = (logits[row] == logits[row].max()).nonzero().flatten()
+        assert torch.allclose(cold[row], table[tied].mean(0), atol=1e-6)
+    warm = Aligner.for_model(qwen, "soft")(hidden)                           # a convex mix of 16 token embeddings
+    top = qwen.logits(hidden).float().topk(16, dim=-1)
+    weights = torch.softmax(top.values, dim=-1)
+    assert torch.allclose(warm, torch.einsum("bk,bkh->bh", weights, table[top.indices]), atol=1e-5)
+    assert not torch.allclose(warm, cold)
+    with pytest.raises(ConfigError, match="needs the model"):
+        Aligner("soft")
+
+
 def test_cache_grows_by_prompt_plus_steps_and_nothing_is_sampled(qwen, monkeypatch):
     sampled = []
     monkeypatch.setattr(qwen, "logits", lambda hidden: sampled.append(hidden) or torch.zeros(1))
@@ -132,3 +151,28 @@ def test_m0_keeps_the_working_memory(qwen):
     answer = create("latent-mas", qwen, latent_steps=0, max_tokens=1).solve(Task("t", PROBLEMS[0]))
     workers = answer.agents[:-1]
     assert answer.agents[-1].extra["memory_positions"] == sum(a.prompt_tokens for a in workers) > 0
+
+
+def test_followup_ids_continue_the_chat_template(qwen):
+    conversation = [{"role": "system", "content": "S"}, {"role": "user", "content": "first"},
+                    {"role": "assistant", "content": "reply"}, {"role": "user", "content": "second"}]
+    prefix = qwen.tokenizer.apply_chat_template(conversation[:2], tokenize=False, add_generation_prompt=True)
+    whole = qwen.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    assert qwen.tokenizer.decode(qwen.followup_ids("second")) == whole[len(prefix) + len("reply"):]
+
+
+def test_conversation_layout_is_one_transcript(qwen):
+    # With m = 0 the working memory holds only prompts: the final agent must answer exactly as if it were given
+    # the whole multi-turn chat (each worker's assistant turn empty) in one prompt.
+    task, team = Task("t", PROBLEMS[1]), load_team("sequential")
+    answer = create("latent-mas", qwen, latent_steps=0, max_tokens=20, layout="conversation").solve(task)
+    conversation = [{"role": "system", "content": team.roles[0].system}]
+    for i, role in enumerate(team.roles):
+        context = team.latent_note if role.receives_context and i > 0 else ""
+        conversation.append({"role": "user", "content": role.user_prompt(task.question, "math", context)})
+        if not role.final:
+            conversation.append({"role": "assistant", "content": ""})
+    single = qwen.generate([conversation], Sampling(max_tokens=20))[0]
+    assert answer.text == single.text and answer.agents[-1].completion_tokens == single.completion_tokens
+    with pytest.raises(ConfigError, match="layout"):
+        create("latent-mas", qwen, layout="sideways")

@@ -20,6 +20,12 @@ Modes (explicit, unlike upstream, where "realign off" still renormalises):
     norm        e = h · (r / ‖h‖)            r = mean L2 norm of the input-embedding rows
     ridge       e = h · W_a
     ridge+norm  e = (h · W_a) · (r / ‖h · W_a‖)
+    soft        e = Σ_top-k softmax(h · W_outᵀ / τ)_i · W_in[i]    (Recursa's addition, see below)
+
+`soft` keeps the thought inside the convex hull of real token embeddings: the expected input embedding under the
+model's own next-token distribution (top-k renormalised), no token sampled. It costs one LM-head product per latent
+step, but on small models, where h · W_a drifts out of distribution after a few steps and the final agent then
+ends its turn at once or loops, it keeps the latents readable.
 
 W_a is solved once per (weights, ridge) in fp32 and cached under `settings().home / "align"`, keyed by a sha256 of
 the two embedding matrices' bytes.
@@ -39,8 +45,10 @@ import torch
 from recursa.core.config import settings
 from recursa.core.errors import ConfigError
 
-REALIGN_MODES = ("none", "norm", "ridge", "ridge+norm")
+REALIGN_MODES = ("none", "norm", "ridge", "ridge+norm", "soft")
 DEFAULT_RIDGE = 1e-5
+SOFT_TOP_K = 16
+SOFT_TEMPERATURE = 1.0
 _CACHE_FORMAT = 1
 
 
@@ -138,16 +146,23 @@ def realignment_for(model: Any, ridge: float = DEFAULT_RIDGE) -> Realignment:
 class Aligner:
     """hidden [B, H] → next input embedding [B, H] (fp32), in one of the four `REALIGN_MODES`."""
 
-    def __init__(self, mode: str, matrix: torch.Tensor | None = None, target_norm: float | None = None):
+    def __init__(self, mode: str, matrix: torch.Tensor | None = None, target_norm: float | None = None,
+                 model: Any = None, top_k: int = SOFT_TOP_K, temperature: float = SOFT_TEMPERATURE):
         if mode not in REALIGN_MODES:
             raise ConfigError(f"unknown realign mode '{mode}'; use one of: {', '.join(REALIGN_MODES)}")
         if mode.startswith("ridge") and matrix is None:
             raise ConfigError(f"realign mode '{mode}' needs the W_a matrix")
         if mode.endswith("norm") and target_norm is None:
             raise ConfigError(f"realign mode '{mode}' needs the target norm")
+        if mode == "soft" and model is None:
+            raise ConfigError("realign mode 'soft' needs the model (its LM head and input embeddings)")
+        if top_k < 1 or temperature <= 0:
+            raise ConfigError(f"soft realignment needs top_k >= 1 and temperature > 0, got {top_k}, {temperature}")
         self.mode = mode
         self.matrix = matrix if mode.startswith("ridge") else None
         self.target_norm = target_norm
+        self.model = model if mode == "soft" else None
+        self.top_k, self.temperature = top_k, temperature
 
     @classmethod
     def for_model(cls, model: Any, mode: str = "ridge+norm", ridge: float = DEFAULT_RIDGE) -> Aligner:
@@ -155,12 +170,16 @@ class Aligner:
             raise ConfigError(f"unknown realign mode '{mode}'; use one of: {', '.join(REALIGN_MODES)}")
         if mode == "none":
             return cls(mode)
+        if mode == "soft":
+            return cls(mode, model=model)
         if mode == "norm":  # no solve needed; the norm alone is cheap
             return cls(mode, target_norm=_target_norm_for(model))
         realignment = realignment_for(model, ridge)
         return cls(mode, realignment.matrix, realignment.target_norm)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.model is not None:
+            return self._soft(hidden)
         embeds = hidden.float()                                                  # [B, H]
         if self.matrix is not None:
             embeds = embeds @ self.matrix                                        # [B, H] · [H, H]
@@ -168,6 +187,15 @@ class Aligner:
             norms = embeds.norm(dim=-1, keepdim=True).clamp_min(1e-6)            # [B, 1]
             embeds = embeds * (self.target_norm / norms)
         return embeds
+
+
+    @torch.no_grad()
+    def _soft(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.model.logits(hidden).float()                              # [B, V]
+        top, index = logits.topk(self.top_k, dim=-1)                             # [B, k]
+        weights = torch.softmax(top / self.temperature, dim=-1)                  # [B, k], renormalised over top-k
+        rows = self.model.input_embedding_matrix()[index].float()                # [B, k, H]
+        return (weights[..., None] * rows).sum(dim=1)                            # [B, H]
 
 
 _norms: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()

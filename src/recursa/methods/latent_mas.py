@@ -25,6 +25,11 @@ from recursa.methods.prompts import Team, answer_format_of, load_team
 from recursa.models.base import Sampling
 
 PATTERNS = ("sequential", "hierarchical")
+# How agents' prompts sit in the shared memory. "conversation": one transcript, each later agent's prompt is a new
+# user turn after the previous agent's (latent) assistant turn, closed by the template's end-of-turn. "stacked":
+# every agent starts a fresh chat (system + user + open assistant turn) after the previous latents, never closing
+# them (upstream LatentMAS's layout; the small models we ship tend to end the final turn at once after it).
+LAYOUTS = ("conversation", "stacked")
 _WHITE_BOX = ("new_state", "prefill", "step_embeds", "decode", "chat_ids", "input_embedding_matrix")
 
 
@@ -33,7 +38,8 @@ class LatentMAS:
 
     def __init__(self, model: Any, latent_steps: int = 8, realign: str = "ridge+norm", transfer: str = "full",
                  pattern: str = "sequential", max_tokens: int = 512, temperature: float = 0.0,
-                 ridge: float = DEFAULT_RIDGE, budget: Budget | None = None, seed: int | None = None, **_: Any):
+                 ridge: float = DEFAULT_RIDGE, layout: str = "conversation", budget: Budget | None = None,
+                 seed: int | None = None, **_: Any):
         missing = [attr for attr in _WHITE_BOX if not hasattr(model, attr)]
         if missing:
             raise ConfigError(f"latent-mas needs a white-box local model (hidden states and KV cache); "
@@ -42,6 +48,8 @@ class LatentMAS:
         realign, transfer = realign or "none", transfer or "none"
         if pattern not in PATTERNS:
             raise ConfigError(f"latent-mas pattern must be one of {', '.join(PATTERNS)}, got '{pattern}'")
+        if layout not in LAYOUTS:
+            raise ConfigError(f"latent-mas layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
         if realign not in REALIGN_MODES:
             raise ConfigError(f"unknown realign mode '{realign}'; use one of: {', '.join(REALIGN_MODES)}")
         if transfer not in TRANSFER_MODES:
@@ -53,6 +61,7 @@ class LatentMAS:
         self.realign = realign
         self.ridge = float(ridge)
         self.transfer = transfer
+        self.layout = layout
         self.team: Team = load_team(pattern)
         self.sampling = Sampling(max_tokens=int(max_tokens), temperature=float(temperature), seed=seed)
         self.budget = budget
@@ -63,6 +72,12 @@ class LatentMAS:
         if self._aligner is None:  # built on first use: the ridge solve costs seconds the first time per model
             self._aligner = Aligner.for_model(self.model, self.realign, self.ridge)
         return self._aligner
+
+    def _prompt_ids(self, role: Any, tasks: list[Task], context: str, state: Any) -> list[list[int]]:
+        if self.layout == "conversation" and state.length > 0:
+            return [self.model.followup_ids(role.user_prompt(t.question, answer_format_of(t.meta), context))
+                    for t in tasks]
+        return [self.model.chat_ids(role.messages(t.question, answer_format_of(t.meta), context)) for t in tasks]
 
     def solve(self, task: Task) -> Answer:
         return self.solve_batch([task])[0]
@@ -77,7 +92,7 @@ class LatentMAS:
         for role in self.team.workers:
             # Tell an agent about the latent memory only when it reads context and there is memory to read.
             context = self.team.latent_note if role.receives_context and state.length > 0 else ""
-            ids = [model.chat_ids(role.messages(t.question, answer_format_of(t.meta), context)) for t in tasks]
+            ids = self._prompt_ids(role, tasks, context, state)
             with span("agent", role.name, method=self.name, batch_size=batch, latent_steps=steps,
                       transfer=self.transfer, realign=self.realign) as agent_span:
                 rollout = latent_rollout(model, state, ids, steps, self.aligner)
@@ -102,7 +117,7 @@ class LatentMAS:
 
         final = self.team.final
         context = self.team.latent_note if state.length > 0 else ""
-        ids = [model.chat_ids(final.messages(t.question, answer_format_of(t.meta), context)) for t in tasks]
+        ids = self._prompt_ids(final, tasks, context, state)
         memory_length, memory_bytes = state.length, state.nbytes()   # what the final agent reads
         memory_positions = state.mask.sum(1).tolist()                 # [B] real (unpadded) positions per row
         with span("agent", final.name, method=self.name, batch_size=batch, final=True,
@@ -117,7 +132,7 @@ class LatentMAS:
             self.budget.charge(tokens=sum(c.prompt_tokens + c.completion_tokens for c in completions), calls=batch)
         seconds = (time.perf_counter() - started) / batch
         meta = {"pattern": self.team.pattern, "latent_steps": steps, "realign": self.realign,
-                "transfer": self.transfer}
+                "transfer": self.transfer, "layout": self.layout}
         answers = []
         for row, completion in enumerate(completions):
             agents[row].append(AgentOutput(

@@ -136,13 +136,30 @@ class HFModel:
             text += "Assistant:" if add_generation_prompt else ""
         return self.tokenizer.encode(text, add_special_tokens=False)
 
+    def followup_ids(self, user_content: str) -> list[int]:
+        """Tokens that close the assistant turn in progress, add a user turn and open the next assistant turn.
+
+        Lets several agents share one transcript (LatentMAS's conversation layout): the template is rendered around
+        a sentinel assistant message and only what follows the sentinel is kept, so any chat template works.
+        """
+        sentinel = "\x00recursa-turn\x00"
+        conversation = [{"role": "user", "content": "."}, {"role": "assistant", "content": sentinel},
+                        {"role": "user", "content": user_content}]
+        if self.tokenizer.chat_template:
+            text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+        else:
+            text = f"User: .\nAssistant: {sentinel}\nUser: {user_content}\nAssistant:"
+        return self.tokenizer.encode(text[text.index(sentinel) + len(sentinel):], add_special_tokens=False)
+
     # ---- white-box access ---------------------------------------------------------------------------
     def input_embedding_matrix(self) -> torch.Tensor:
         """[V, H] rows as the model feeds them (Gemma-style embedding scales included)."""
         emb = self.model.get_input_embeddings()
         scale = getattr(emb, "embed_scale", None)
         weight = emb.weight
-        return weight * scale.to(weight.dtype) if torch.is_tensor(scale) else weight * (scale or 1.0)
+        if torch.is_tensor(scale):
+            return weight * scale.to(weight.dtype)
+        return weight if scale in (None, 1, 1.0) else weight * scale   # no [V, H] copy when nothing scales
 
     def output_embedding_matrix(self) -> torch.Tensor:
         return self.model.get_output_embeddings().weight
@@ -150,6 +167,7 @@ class HFModel:
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.get_input_embeddings()(ids)
 
+    @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.model.get_output_embeddings()(hidden)
 
