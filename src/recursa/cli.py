@@ -59,7 +59,9 @@ BaseUrlOption = Annotated[str | None, typer.Option(help="OpenAI-compatible serve
 TemperatureOption = Annotated[float, typer.Option(help="0 = greedy.")]
 PatternOption = Annotated[str, typer.Option(help="text-mas/latent-mas: sequential | hierarchical")]
 LatentStepsOption = Annotated[int, typer.Option(help="latent-mas: latent steps per agent (m).")]
-RealignOption = Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm")]
+RealignOption = Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm | soft")]
+LayoutOption = Annotated[str, typer.Option(help="latent-mas: conversation (agents' turns in one transcript) | "
+                                                "stacked (each agent a fresh chat, as upstream)")]
 TransferOption = Annotated[str, typer.Option(help="latent-mas: full | latent-only | own-only | none")]
 MaxDepthOption = Annotated[int, typer.Option(help="rlm: recursion depth of rlm_query.")]
 MaxIterationsOption = Annotated[int, typer.Option(help="rlm: root iterations.")]
@@ -78,6 +80,7 @@ def run(
     latent_steps: LatentStepsOption = 8,
     realign: RealignOption = "ridge+norm",
     transfer: TransferOption = "full",
+    layout: LayoutOption = "conversation",
     context: Annotated[Path | None, typer.Option(help="rlm: file holding the context (text or JSON).")] = None,
     max_depth: MaxDepthOption = 1,
     max_iterations: MaxIterationsOption = 12,
@@ -100,7 +103,7 @@ def run(
         budget = Budget(max_tokens=max_total_tokens, max_calls=max_calls, max_seconds=max_seconds,
                         max_depth=max_depth, max_iterations=max_iterations)
         options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern,
-                                       latent_steps=latent_steps, realign=realign, transfer=transfer,
+                                       latent_steps=latent_steps, realign=realign, transfer=transfer, layout=layout,
                                        max_depth=max_depth, max_iterations=max_iterations, budget=budget)
         if sub_model:
             options["sub_model"] = load_chat_model(sub_model, backend, base_url)
@@ -241,6 +244,7 @@ def bench(
     latent_steps: LatentStepsOption = 8,
     realign: RealignOption = "ridge+norm",
     transfer: TransferOption = "full",
+    layout: LayoutOption = "conversation",
     max_depth: MaxDepthOption = 1,
     max_iterations: MaxIterationsOption = 12,
     context_chars: Annotated[int | None, typer.Option(help="Long-context tasks / text-mas: max context characters.")]
@@ -261,7 +265,7 @@ def bench(
         tasks = load_tasks(task, seed=seed, **task_options)
         chat_model = load_chat_model(model, backend, base_url)
         options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern,
-                                       latent_steps=latent_steps, realign=realign, transfer=transfer,
+                                       latent_steps=latent_steps, realign=realign, transfer=transfer, layout=layout,
                                        max_depth=max_depth, max_iterations=max_iterations, seed=seed)
         if context_chars is not None:
             options["context_chars"] = context_chars

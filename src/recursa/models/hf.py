@@ -23,6 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 from recursa.core.config import settings
 from recursa.core.errors import ContextTooLongError, ModelNotFoundError
 from recursa.core.trace import record_model_call
+from recursa.models import attention
 from recursa.models.base import Completion, Conversation, Sampling
 
 PAD_QUANTUM = 16            # multi-token segments are left-padded to a multiple of this (batch invariance)
@@ -45,7 +46,8 @@ def _batch_invariant_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.T
 def make_batch_invariant(model: torch.nn.Module) -> None:
     """Results of a row must not depend on its batch: eager attention (SDPA's CPU kernel rounds differently
     when the padding changes) and row-count-independent linears."""
-    model.set_attn_implementation("eager")
+    softcap = getattr(model.config, "attn_logit_softcapping", None)
+    model.set_attn_implementation("eager" if softcap else attention.register())  # softcapping models: plain eager
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.forward = types.MethodType(_batch_invariant_linear, module)
