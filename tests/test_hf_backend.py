@@ -69,3 +69,23 @@ def test_state_reports_cache_size(qwen):
     assert state.length == 16 and state.next_pos.tolist() == [3, 2]
     assert state.mask.sum(1).tolist() == [3, 2]
     assert state.nbytes() > 0
+
+
+def test_grouped_attention_equals_transformers_eager():
+    from types import SimpleNamespace
+
+    from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
+
+    from recursa.models.attention import grouped_attention
+
+    torch.manual_seed(0)
+    module = SimpleNamespace(num_key_value_groups=7, training=False)
+    for q_len, total in ((1, 37), (16, 80), (5, 5)):
+        query = torch.randn(3, 14, q_len, 64).bfloat16()
+        key, value = torch.randn(3, 2, total, 64).bfloat16(), torch.randn(3, 2, total, 64).bfloat16()
+        mask = torch.zeros(3, 1, q_len, total, dtype=torch.bfloat16)
+        mask[1, :, :, :7] = torch.finfo(torch.bfloat16).min      # a padded row
+        ours, _ = grouped_attention(module, query, key, value, mask, scaling=0.125)
+        theirs, _ = eager_attention_forward(module, query, key, value, mask, scaling=0.125)
+        assert ours.shape == theirs.shape == (3, q_len, 14, 64)
+        assert torch.equal(ours, theirs), (q_len, total)   # the same products and sums, only without copies
