@@ -21,7 +21,7 @@ from recursa.methods.base import Task
 DEMO_METHODS: list[tuple[str, str, dict[str, Any]]] = [
     ("single", "single", {}),
     ("text-mas", "text-mas", {"pattern": "sequential"}),
-    ("latent-mas", "latent-mas", {"pattern": "sequential", "latent_steps": 8, "realign": "ridge+norm"}),
+    ("latent-mas", "latent-mas", {"pattern": "sequential", "latent_steps": 4, "realign": "soft"}),
 ]
 
 

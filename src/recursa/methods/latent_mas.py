@@ -36,7 +36,7 @@ _WHITE_BOX = ("new_state", "prefill", "step_embeds", "decode", "chat_ids", "inpu
 class LatentMAS:
     name = "latent-mas"
 
-    def __init__(self, model: Any, latent_steps: int = 8, realign: str = "ridge+norm", transfer: str = "full",
+    def __init__(self, model: Any, latent_steps: int = 4, realign: str = "soft", transfer: str = "full",
                  pattern: str = "sequential", max_tokens: int = 512, temperature: float = 0.0,
                  ridge: float = DEFAULT_RIDGE, layout: str = "conversation", budget: Budget | None = None,
                  seed: int | None = None, **_: Any):
