@@ -1,7 +1,8 @@
 """One summary over several `recursa bench` folders of the same task and model (e.g. baselines and a latent sweep
 that ran as separate processes), with ratios against the method you name.
 
-    python bench/combine.py runs/issue4-gsm8k-all runs/issue3-gsm8k runs/issue4-gsm8k --first text-mas
+    python bench/combine.py runs/issue4-gsm8k-all runs/issue3-gsm8k runs/issue4-gsm8k --first text-mas \
+        [--only "text-mas,latent-mas[latent_steps=4;realign=soft]"]
 
 Only problems that every listed method finished are compared (as in a single run's summary). The folders must
 share task, model, seed and task options, or the numbers would not be comparable; a method present in more
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--first", help="method label the ratios are taken against (default: the first found)")
+    parser.add_argument("--only", help="comma-separated method labels to keep (default: all); use ';' inside [...]")
     args = parser.parse_args()
 
     manifests = [json.loads((folder / MANIFEST).read_text(encoding="utf-8")) for folder in args.folders]
@@ -39,6 +41,14 @@ def main() -> None:
             if owner.setdefault(record["method"], folder) != folder:
                 sys.exit(f"method {record['method']} appears in {owner[record['method']]} and {folder}")
             records.append(record)
+    if args.only:
+        from recursa.eval.bench import parse_method_specs
+
+        wanted = [spec.label for spec in parse_method_specs(args.only)]
+        missing = sorted(set(wanted) - {r["method"] for r in records})
+        if missing:
+            sys.exit(f"--only names methods not in the folders: {', '.join(missing)}")
+        records = [r for r in records if r["method"] in wanted]
     methods = list(dict.fromkeys(r["method"] for r in records))
     if args.first:
         if args.first not in methods:
