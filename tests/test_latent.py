@@ -128,7 +128,9 @@ SHORT = ["What is 7 times 8, minus 5?", "Tom has 12 eggs and uses 5. How many ar
 def test_latent_mas_batch_equals_each_alone(qwen):
     # Short problems keep the cache under 512 columns: beyond that hf.py's single-token decode steps are not yet
     # batch-invariant (measured: prefill and latent steps stay exact; reported to the lead).
-    method = create("latent-mas", qwen, latent_steps=4, max_tokens=16, pattern="hierarchical")
+    # ridge+norm: the soft map multiplies by the LM head, whose bf16 product rounds a row differently with the row
+    # count on this CPU (README), so soft latents are equal across batch sizes only up to rounding.
+    method = create("latent-mas", qwen, latent_steps=4, max_tokens=16, pattern="hierarchical", realign="ridge+norm")
     tasks = [Task(str(i), q) for i, q in enumerate(SHORT)]
     together = method.solve_batch(tasks)
     for task, answer in zip(tasks, together, strict=True):
