@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_cache_dir
 from pydantic import Field
@@ -18,6 +19,9 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(default=Path("runs"), description="Where trace files and bench results go.")
     default_model: str = "qwen2.5-coder-0.5b"
     threads: int | None = Field(default=None, description="torch threads; default: all cores.")
+    attention: Literal["eager", "grouped"] = Field(
+        default="eager", description="local attention: eager (batch-invariant in the tests) or grouped (faster on "
+        "long caches, same numbers per call, but its batched matmul splits work by batch size on >1 thread)")
     otel: bool = Field(default=False, description="Also export trace events to OpenTelemetry.")
     allow_unsandboxed: bool = Field(default=False,
                                     description="Run model-written code without bubblewrap isolation.")

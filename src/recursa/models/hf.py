@@ -47,7 +47,8 @@ def make_batch_invariant(model: torch.nn.Module) -> None:
     """Results of a row must not depend on its batch: eager attention (SDPA's CPU kernel rounds differently
     when the padding changes) and row-count-independent linears."""
     softcap = getattr(model.config, "attn_logit_softcapping", None)
-    model.set_attn_implementation("eager" if softcap else attention.register())  # softcapping models: plain eager
+    grouped = settings().attention == "grouped" and not softcap       # softcapping models: always plain eager
+    model.set_attn_implementation(attention.register() if grouped else "eager")
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.forward = types.MethodType(_batch_invariant_linear, module)
