@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from recursa.eval.bench import MANIFEST, RESULTS, read_results
+from recursa.eval.bench import MANIFEST, RESULTS, parse_method_specs, read_results
 from recursa.eval.report import write_summary
 
 SAME = ("task", "model", "seed", "task_options")
@@ -42,8 +42,6 @@ def main() -> None:
                 sys.exit(f"method {record['method']} appears in {owner[record['method']]} and {folder}")
             records.append(record)
     if args.only:
-        from recursa.eval.bench import parse_method_specs
-
         wanted = [spec.label for spec in parse_method_specs(args.only)]
         missing = sorted(set(wanted) - {r["method"] for r in records})
         if missing:

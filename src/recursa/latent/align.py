@@ -144,7 +144,7 @@ def realignment_for(model: Any, ridge: float = DEFAULT_RIDGE) -> Realignment:
 
 
 class Aligner:
-    """hidden [B, H] → next input embedding [B, H] (fp32), in one of the four `REALIGN_MODES`."""
+    """hidden [B, H] → next input embedding [B, H] (fp32), in one of the `REALIGN_MODES`."""
 
     def __init__(self, mode: str, matrix: torch.Tensor | None = None, target_norm: float | None = None,
                  model: Any = None, top_k: int = SOFT_TOP_K, temperature: float = SOFT_TEMPERATURE):
@@ -162,6 +162,8 @@ class Aligner:
         self.matrix = matrix if mode.startswith("ridge") else None
         self.target_norm = target_norm
         self.model = model if mode == "soft" else None
+        # fetched once: a model that scales its embeddings would otherwise build a [V, H] copy every latent step
+        self._table = model.input_embedding_matrix() if self.model is not None else None
         self.top_k, self.temperature = top_k, temperature
 
     @classmethod
@@ -188,13 +190,12 @@ class Aligner:
             embeds = embeds * (self.target_norm / norms)
         return embeds
 
-
     @torch.no_grad()
     def _soft(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.model.logits(hidden).float()                              # [B, V]
         top, index = logits.topk(self.top_k, dim=-1)                             # [B, k]
         weights = torch.softmax(top / self.temperature, dim=-1)                  # [B, k], renormalised over top-k
-        rows = self.model.input_embedding_matrix()[index].float()                # [B, k, H]
+        rows = self._table[index].float()                                        # [B, k, H]
         return (weights[..., None] * rows).sum(dim=1)                            # [B, H]
 
 

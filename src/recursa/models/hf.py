@@ -130,14 +130,16 @@ class HFModel:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
-    def chat_ids(self, conversation: Conversation, add_generation_prompt: bool = True) -> list[int]:
+    def chat_text(self, conversation: Conversation, add_generation_prompt: bool = True) -> str:
         if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(conversation, tokenize=False,
+            return self.tokenizer.apply_chat_template(conversation, tokenize=False,
                                                       add_generation_prompt=add_generation_prompt)
-        else:  # base models: a plain transcript
-            text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in conversation)
-            text += "Assistant:" if add_generation_prompt else ""
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        # base models: a plain transcript
+        text = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in conversation)
+        return text + ("Assistant:" if add_generation_prompt else "")
+
+    def chat_ids(self, conversation: Conversation, add_generation_prompt: bool = True) -> list[int]:
+        return self.tokenizer.encode(self.chat_text(conversation, add_generation_prompt), add_special_tokens=False)
 
     def followup_ids(self, user_content: str) -> list[int]:
         """Tokens that close the assistant turn in progress, add a user turn and open the next assistant turn.
@@ -148,10 +150,7 @@ class HFModel:
         sentinel = "\x00recursa-turn\x00"
         conversation = [{"role": "user", "content": "."}, {"role": "assistant", "content": sentinel},
                         {"role": "user", "content": user_content}]
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
-        else:
-            text = f"User: .\nAssistant: {sentinel}\nUser: {user_content}\nAssistant:"
+        text = self.chat_text(conversation)
         return self.tokenizer.encode(text[text.index(sentinel) + len(sentinel):], add_special_tokens=False)
 
     # ---- white-box access ---------------------------------------------------------------------------
