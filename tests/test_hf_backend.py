@@ -25,6 +25,19 @@ def test_batch_of_four_matches_each_alone(qwen):
         assert together.completion_tokens == len(together.token_ids) > 0
 
 
+def test_prefill_split_into_several_forwards_keeps_greedy_tokens(qwen):
+    # A batch of 8 prompts of ~150 tokens is prefilled 64 positions at a time (PREFILL_TOKENS); alone, in one forward.
+    from recursa.models.hf import PREFILL_TOKENS
+    story = "The lighthouse keeper counted ships every night and wrote their names in a blue notebook. " * 8
+    prompts = [f"{story}\nQuestion {i}: how many words are in the name of ship number {i}? Answer briefly."
+               for i in range(8)]
+    assert qwen.count_tokens(prompts[0]) * 8 > 2 * PREFILL_TOKENS
+    sampling = Sampling(max_tokens=8)
+    batch = qwen.generate([conv(p) for p in prompts], sampling)
+    for prompt, together in zip(prompts[:3], batch, strict=False):
+        assert together.token_ids == qwen.generate([conv(prompt)], sampling)[0].token_ids
+
+
 def test_decode_after_prefilled_cache_equals_full_prompt(qwen):
     ids = qwen.chat_ids(conv("Explain what a hash map is in two sentences."))
     sampling = Sampling(max_tokens=20)
