@@ -1,7 +1,7 @@
 """rlm, rlm depth 0 and single (truncated) on the long-context tasks at several sizes, one model load.
 
     python bench/long_context.py --tasks s-niah,oolong-lite --sizes 32000,256000,1000000 --limit 2 \
-        --methods "rlm[max_iterations=4],rlm[max_depth=0;max_iterations=4],single-truncated[max_context_tokens=8192]"
+        --methods "rlm[max_iterations=6],rlm[max_depth=0;max_iterations=6],single-truncated[max_context_tokens=8192]"
 
 Each (task, size) is a resumable `recursa bench` folder under --out; `bench/long_context_report.py` makes the table.
 """
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--methods", default="rlm[max_iterations=4],rlm[max_depth=0;max_iterations=4],"
+    parser.add_argument("--methods", default="rlm[max_iterations=6],rlm[max_depth=0;max_iterations=6],"
                                              "single-truncated[max_context_tokens=8192]")
     parser.add_argument("--max-tokens", type=int, default=384)
     parser.add_argument("--out", type=Path, default=Path("runs/long-context"))

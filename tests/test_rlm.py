@@ -206,3 +206,12 @@ def test_real_model_rlm_run_and_batched_sub_calls(qwen, tmp_path):
     assert result.ok and result.stdout.startswith("2 ["), result.text()
     batched = [e for e in events if e["kind"] == "model_call" and e.get("batch_size") == 2]
     assert len(batched) == 1
+
+
+def test_key_words_prefer_what_the_question_names():
+    from recursa.methods.rlm.prompting import key_words
+
+    assert key_words("How many records dated in month 2024-07 have the label 'number'?") == ["number", "2024-07"]
+    assert key_words("How many records from user 2407 have the label 'location'?") == ["location", "2407"]
+    niah = key_words("What is the special magic number for Nairobi mentioned in the text?")
+    assert niah[0] == "Nairobi" and "magic" in niah
