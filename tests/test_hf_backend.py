@@ -102,3 +102,39 @@ def test_grouped_attention_equals_transformers_eager():
         theirs, _ = eager_attention_forward(module, query, key, value, mask, scaling=0.125)
         assert ours.shape == theirs.shape == (3, q_len, 14, 64)
         assert torch.equal(ours, theirs), (q_len, total)   # the same products and sums, only without copies
+
+
+def test_prefix_cache_reuses_a_growing_conversation(qwen):
+    system = "You read records and answer briefly. " + "Every record has an id, a user and a label. " * 30
+    first = [{"role": "system", "content": system}, {"role": "user", "content": "Name one label a record might have."}]
+    sampling = Sampling(max_tokens=12)
+    qwen.prefix_cache.clear()
+    reply = qwen.generate([first], sampling)[0]
+    second = first + [{"role": "assistant", "content": reply.text}, {"role": "user", "content": "And another?"}]
+    hits = qwen.prefix_cache.hits
+    reused = qwen.generate([second], sampling)[0]
+    assert qwen.prefix_cache.hits == hits + 1
+    full_ids = qwen.chat_ids(second)
+    assert reused.prompt_tokens == len(full_ids)
+    fresh = qwen.decode(qwen.new_state(1), [full_ids], sampling)[0]
+    assert reused.token_ids == fresh.token_ids
+    again = qwen.generate([second], sampling)[0]           # the same prompt: all but its last token come from cache
+    assert again.token_ids == fresh.token_ids
+
+
+def test_prefix_cache_crops_a_padded_state_to_the_shared_tokens(qwen):
+    from recursa.models.prefix_cache import PrefixCache
+
+    ids = qwen.chat_ids(conv("alpha beta gamma delta " * 20))
+    assert len(ids) % 16 != 0                              # the stored state starts with padding
+    state = qwen.new_state(1)
+    qwen.prefill(state, [ids])
+    cache = PrefixCache(min_tokens=8)
+    cache.store(ids, state)
+    other = ids[:50] + [ids[50] + 1] + ids[51:]
+    taken, shared = cache.take(other)
+    assert shared == 50
+    assert int(taken.mask.sum()) == 50 and int(taken.next_pos[0]) == 50
+    assert taken.length == 50 + (state.length - len(ids))
+    assert cache.take(ids[:5])[0] is None                 # too little shared
+    assert state.length == -(-len(ids) // 16) * 16         # the stored original is untouched

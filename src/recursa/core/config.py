@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     attention: Literal["eager", "grouped"] = Field(
         default="eager", description="local attention: eager (batch-invariant in the tests) or grouped (faster on "
         "long caches, same numbers per call, but its batched matmul splits work by batch size on >1 thread)")
+    prefix_cache_tokens: int = Field(
+        default=256, ge=0, description="local backend: a single-row request whose prompt shares at least this many "
+        "tokens with the previous one reuses that prompt's KV cache (0 = off).")
     otel: bool = Field(default=False, description="Also export trace events to OpenTelemetry.")
     allow_unsandboxed: bool = Field(default=False,
                                     description="Run model-written code without bubblewrap isolation.")

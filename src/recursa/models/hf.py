@@ -9,6 +9,7 @@ methods use after their latent steps.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 import types
@@ -25,6 +26,7 @@ from recursa.core.errors import ContextTooLongError, ModelNotFoundError
 from recursa.core.trace import record_model_call
 from recursa.models import attention
 from recursa.models.base import Completion, Conversation, Sampling
+from recursa.models.prefix_cache import PrefixCache
 
 PAD_QUANTUM = 16            # multi-token segments are left-padded to a multiple of this (batch invariance)
 ATTENTION_BYTES = 512 << 20   # bounds the eager attention matrix of one prefill chunk
@@ -84,6 +86,9 @@ class SequenceState:
                 layer.values = layer.values.index_select(2, index)
         self.mask = self.mask.index_select(1, index)
 
+    def copy(self) -> SequenceState:
+        return SequenceState(copy.deepcopy(self.cache), self.mask.clone(), self.next_pos.clone())
+
     def select_rows(self, rows: torch.Tensor) -> None:
         self.cache.batch_select_indices(rows)
         self.mask = self.mask.index_select(0, rows)
@@ -108,6 +113,7 @@ class HFModel:
             if isinstance(tid, int) and tid != tokenizer.unk_token_id:
                 eos.add(tid)
         self.eos_ids = torch.tensor(sorted(i for i in eos if i is not None))
+        self.prefix_cache = PrefixCache(settings().prefix_cache_tokens)
 
     @classmethod
     def from_path(cls, path: Path | str, name: str | None = None, dtype: str = "bfloat16") -> HFModel:
@@ -240,8 +246,12 @@ class HFModel:
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
     @torch.inference_mode()
-    def decode(self, state: SequenceState, ids: list[list[int]], sampling: Sampling) -> list[Completion]:
-        """Prefill `ids` on top of `state`, then generate text for every row. Consumes the state."""
+    def decode(self, state: SequenceState, ids: list[list[int]], sampling: Sampling, *, cached_tokens: int = 0,
+               remember: list[int] | None = None) -> list[Completion]:
+        """Prefill `ids` on top of `state`, then generate text for every row. Consumes the state.
+
+        `cached_tokens`: prompt tokens the state already holds (reported in `prompt_tokens`); `remember`: the whole
+        prompt of a single row, whose state the prefix cache keeps after the prefill."""
         batch = len(ids)
         longest = max(len(r) for r in ids) + state.length
         if longest + sampling.max_tokens > self.context_window:
@@ -254,6 +264,8 @@ class HFModel:
                                                       int(time.time_ns() % 2**31))
         started = time.perf_counter()
         hidden = self.prefill(state, ids)
+        if remember is not None:
+            self.prefix_cache.store(remember, state)
         generated: list[list[int]] = [[] for _ in range(batch)]
         finish: list[str | None] = [None] * batch
         texts: list[str | None] = [None] * batch
@@ -290,17 +302,23 @@ class HFModel:
             text = texts[row] if texts[row] is not None else self.tokenizer.decode(generated[row],
                                                                                    skip_special_tokens=True)
             completions.append(Completion(text=text, finish_reason=finish[row] or "length",
-                                          prompt_tokens=len(ids[row]), completion_tokens=len(generated[row]),
+                                          prompt_tokens=len(ids[row]) + cached_tokens,
+                                          completion_tokens=len(generated[row]),
                                           token_ids=generated[row]))
         record_model_call(self.name, time.perf_counter() - started,
                           sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
-                          batch_size=batch)
+                          batch_size=batch, cached_tokens=cached_tokens)
         return completions
 
     def generate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
         if not batch:
             return []
         ids = [self.chat_ids(conv) for conv in batch]
+        if len(ids) == 1 and self.prefix_cache.min_tokens > 0:
+            state, cached = self.prefix_cache.take(ids[0])
+            if state is not None:
+                return self.decode(state, [ids[0][cached:]], sampling, cached_tokens=cached, remember=ids[0])
+            return self.decode(self.new_state(1), ids, sampling, remember=ids[0])
         return self.decode(self.new_state(len(ids)), ids, sampling)
 
     async def agenerate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
