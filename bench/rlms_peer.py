@@ -125,6 +125,7 @@ def main() -> None:
             score = score_task(raw["answer"] or "", task.answer, task.meta)
             calls, tokens_in, tokens_out = _totals(raw["usage"])
             record = {"task": args.task, "context_chars": args.context_chars, "id": task.id, "method": "rlms-0.1.3",
+                      "model": args.model,
                       "gold": task.answer, "answer": raw["answer"], "correct": score.correct,
                       "score": graded(score.detail), "seconds": raw["seconds"], "model_calls": calls,
                       "prompt_tokens": tokens_in, "completion_tokens": tokens_out, "error": raw["error"]}

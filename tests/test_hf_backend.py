@@ -138,3 +138,16 @@ def test_prefix_cache_crops_a_padded_state_to_the_shared_tokens(qwen):
     assert taken.length == 50 + (state.length - len(ids))
     assert cache.take(ids[:5])[0] is None                 # too little shared
     assert state.length == -(-len(ids) // 16) * 16         # the stored original is untouched
+
+
+def test_attention_setting_selects_the_kernel(monkeypatch):
+    from recursa.core import config
+    from recursa.models import registry
+    from recursa.models.hf import HFModel
+
+    monkeypatch.setenv("RECURSA_ATTENTION", "sdpa")
+    config.settings.cache_clear()
+    fused = HFModel.from_path(registry.resolve_path("qwen2.5-coder-0.5b"))
+    assert fused.model.config._attn_implementation == "sdpa"
+    answer = fused.generate([conv("What is 12*7? Answer with a number only.")], Sampling(max_tokens=8))[0]
+    assert "84" in answer.text

@@ -4,9 +4,10 @@ transformers' eager attention repeats every key/value head once per query head o
 copies the whole cache G times per layer per step. On this CPU that made attention the slowest part of a batched
 decode step once caches grew (measured at batch 8 with 800 cached positions: 624 ms of attention per step against
 12 ms here). Here the G query heads of a group are stacked against their shared key/value head instead. The dot
-products and reductions are those of the eager path (a test checks equality). Opt-in (`RECURSA_ATTENTION=grouped`):
-with more than one thread the batched matmul splits its work by batch size, and a greedy token changed between a
-batch of 1 and of 4 in the batch-invariance test, which eager passes.
+products and reductions are those of the eager path (a test checks equality on decode-sized shapes; a 512-query
+prefill chunk over 8k keys differed in the last bit, and was no faster there: the softmax dominates).
+Opt-in (`RECURSA_ATTENTION=grouped`): with more than one thread the batched matmul splits its work by batch
+size, and a greedy token changed between a batch of 1 and of 4 in the batch-invariance test, which eager passes.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def make_batch_invariant(model: torch.nn.Module) -> None:
     """Results of a row must not depend on its batch: eager attention (SDPA's CPU kernel rounds differently
     when the padding changes) and row-count-independent linears."""
     softcap = getattr(model.config, "attn_logit_softcapping", None)
-    grouped = settings().attention == "grouped" and not softcap       # softcapping models: always plain eager
-    model.set_attn_implementation(attention.register() if grouped else "eager")
+    choice = "eager" if softcap else settings().attention              # softcapping models: always plain eager
+    model.set_attn_implementation({"grouped": attention.register(), "sdpa": "sdpa"}.get(choice, "eager"))
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.forward = types.MethodType(_batch_invariant_linear, module)
