@@ -90,6 +90,21 @@ def test_guessed_literal_final_is_ignored_until_grounded():
     assert answer.text == "5138149" and answer.meta["iterations"] == 3
 
 
+def test_a_number_seen_only_inside_a_longer_one_is_not_grounded():
+    answer, model, _ = solve(["```repl\nprint('founded in 1983')\n```", "```repl\nFINAL('83')\n```",
+                              "```repl\nprint(grep('Accra'))\n```", "```repl\nFINAL('5138149')\n```"])
+    assert "FINAL('83') was ignored" in last_user(model, 2)
+    assert answer.text == "5138149"
+
+
+def test_grep_with_too_many_matches_says_how_to_narrow_it():
+    grep_block = "```repl\nhits = grep(r'filler|Accra')\nprint(len(hits))\n```"
+    _, model, _ = solve([grep_block, grep_block.replace("print(", "n = len(hits)\nprint("), "FINAL_VAR(n)"])
+    assert "401 matches for 'filler|Accra', too many to read" in last_user(model, 1)
+    second = last_user(model, 2)
+    assert "401" in second and "too many to read" not in second          # said once per pattern
+
+
 def test_syntax_error_is_reported_then_fixed():
     answer, model, _ = solve(["```repl\nprint(len(context)\n```", "```python\nn = len(context)\nprint(n)\n```",
                               "FINAL_VAR(n)"])
@@ -213,5 +228,5 @@ def test_key_words_prefer_what_the_question_names():
 
     assert key_words("How many records dated in month 2024-07 have the label 'number'?") == ["number", "2024-07"]
     assert key_words("How many records from user 2407 have the label 'location'?") == ["location", "2407"]
-    niah = key_words("What is the special magic number for Nairobi mentioned in the text?")
-    assert niah[0] == "Nairobi" and "magic" in niah
+    assert key_words("What is the special magic number for Nairobi mentioned in the text?") == ["Nairobi"]
+    assert key_words("which essay talks about painting and hackers?")[:2] == ["painting", "hackers"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -214,7 +215,9 @@ class RecursiveLM:
         value = (run.final or "").strip().lower()
         if not value or value not in block.code.lower():
             return True   # computed in code (FINAL(total)), not typed in
-        return value in run.seen.lower() or value in run.task.question.lower()
+        # As a whole token: "83" inside "1983" is not a sighting (the 1.5B answered a needle question that way).
+        shown = re.compile(r"(?<![\w.])" + re.escape(value) + r"(?![\w])")
+        return bool(shown.search(run.seen.lower()) or shown.search(run.task.question.lower()))
 
     @staticmethod
     def _block_notes(block: parsing.CodeBlock, result: BlockResult) -> list[str]:

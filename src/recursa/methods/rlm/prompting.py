@@ -131,9 +131,10 @@ def key_words(question: str, limit: int = 4) -> list[str]:
     tokens = re.findall(r"[A-Za-z][\w-]*|\d[\d-]*", question)
     words += [t for i, t in enumerate(tokens) if i > 0 and t[0].isupper() and t.lower() not in _STOPWORDS]
     words += [t for t in tokens if t[0].isdigit()]
-    if len(words) < 2:
-        # Plain words only when the question names little else: with a quoted label and a date at hand, words like
-        # "dated" or "month" led the 0.5B model to filter on text the records do not contain.
+    if not words:
+        # Plain words only when the question names nothing specific: with a quoted label and a date at hand, "dated"
+        # or "month" led the 0.5B to filter on text the records lack; next to a name, "special|magic" led the 1.5B to
+        # grep 101 matches of "especially" and read the first five.
         words += sorted({t.lower() for t in tokens if t.lower() not in _STOPWORDS and len(t) > 3},
                         key=lambda w: -len(w))
     unique: list[str] = []

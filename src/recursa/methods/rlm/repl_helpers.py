@@ -38,6 +38,10 @@ def _text_and_number(args, text, number, default):
     return _as_text(context if text is None else text), int(number or default)
 
 
+_TOO_MANY = 20
+_warned = set()
+
+
 def grep(pattern, *args, window=100, limit=None, text=None):
     """Snippets of `text` (default: context) around case-insensitive regex matches of `pattern` (all of them, so
     `len(grep(...))` counts matches)."""
@@ -48,6 +52,11 @@ def grep(pattern, *args, window=100, limit=None, text=None):
         hits.append(source[start:end])
         if limit and len(hits) >= limit:
             break
+    if not limit and len(hits) > _TOO_MANY and pattern not in _warned:
+        # Small models OR several words together ("Kyoto|special|magic") and then read only the first hits.
+        _warned.add(pattern)
+        print(f"(grep: {len(hits)} matches for {pattern!r}, too many to read: search for the rarest key word alone"
+              " or a longer exact phrase)")
     return hits
 
 
