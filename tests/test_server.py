@@ -148,3 +148,16 @@ def test_recursa_serve_command_starts_a_server(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_conversation_growing_over_requests_reuses_its_cached_prefix(client, qwen):
+    system = {"role": "system", "content": "You label records. " + "Each record has an id, a user and a label. " * 30}
+    first = [system, {"role": "user", "content": "Name one label."}]
+    reply = client.chat.completions.create(model=MODEL, messages=first, max_tokens=6, temperature=0)
+    follow = first + [{"role": "assistant", "content": reply.choices[0].message.content},
+                      {"role": "user", "content": "Another one?"}]
+    again = client.chat.completions.create(model=MODEL, messages=follow, max_tokens=6, temperature=0)
+    cached = again.usage.prompt_tokens_details.cached_tokens
+    assert 256 <= cached < again.usage.prompt_tokens == len(qwen.chat_ids(follow))
+    local = qwen.decode(qwen.new_state(1), [qwen.chat_ids(follow)], Sampling(max_tokens=6))[0]
+    assert again.choices[0].message.content == local.text

@@ -196,7 +196,7 @@ class BatchWorker:
         rows = [job.prompt_ids for job in jobs for _ in range(job.n)]
         self.stats.decoding_rows = len(rows)
         try:
-            completions = self.model.decode(self.model.new_state(len(rows)), rows, jobs[0].sampling)
+            completions = self.model.decode_prompts(rows, jobs[0].sampling)
         except Exception as exc:  # the server keeps serving; the requests of this batch get a 500
             for job in jobs:
                 job.future.set_exception(ApiError(500, f"generation failed: {type(exc).__name__}: {exc}",
@@ -292,7 +292,8 @@ def create_app(model, max_batch: int = 16) -> FastAPI:
             "choices": [{"index": i, "message": {"role": "assistant", "content": c.text},
                          "finish_reason": c.finish_reason, "logprobs": None} for i, c in enumerate(completions)],
             "usage": {"prompt_tokens": len(job.prompt_ids), "completion_tokens": completion_tokens,
-                      "total_tokens": len(job.prompt_ids) + completion_tokens},
+                      "total_tokens": len(job.prompt_ids) + completion_tokens,
+                      "prompt_tokens_details": {"cached_tokens": completions[0].cached_tokens if completions else 0}},
         }
 
     return app

@@ -43,6 +43,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     token_ids: list[int] = field(default_factory=list)
+    cached_tokens: int = 0      # prompt tokens whose KV cache was reused (included in prompt_tokens)
 
 
 @runtime_checkable

@@ -304,7 +304,7 @@ class HFModel:
             completions.append(Completion(text=text, finish_reason=finish[row] or "length",
                                           prompt_tokens=len(ids[row]) + cached_tokens,
                                           completion_tokens=len(generated[row]),
-                                          token_ids=generated[row]))
+                                          token_ids=generated[row], cached_tokens=cached_tokens))
         record_model_call(self.name, time.perf_counter() - started,
                           sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
                           batch_size=batch, cached_tokens=cached_tokens)
@@ -313,7 +313,10 @@ class HFModel:
     def generate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
         if not batch:
             return []
-        ids = [self.chat_ids(conv) for conv in batch]
+        return self.decode_prompts([self.chat_ids(conv) for conv in batch], sampling)
+
+    def decode_prompts(self, ids: list[list[int]], sampling: Sampling) -> list[Completion]:
+        """Generate for prompts given as token ids; a single row reuses the prefix cache."""
         if len(ids) == 1 and self.prefix_cache.min_tokens > 0:
             state, cached = self.prefix_cache.take(ids[0])
             if state is not None:
