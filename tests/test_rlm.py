@@ -100,9 +100,9 @@ def test_a_number_seen_only_inside_a_longer_one_is_not_grounded():
 def test_grep_with_too_many_matches_says_how_to_narrow_it():
     grep_block = "```repl\nhits = grep(r'filler|Accra')\nprint(len(hits))\n```"
     _, model, _ = solve([grep_block, grep_block.replace("print(", "n = len(hits)\nprint("), "FINAL_VAR(n)"])
-    assert "401 matches for 'filler|Accra', too many to read" in last_user(model, 1)
+    assert "401 matches for 'filler|Accra'. To find one fact, search for the rarest" in last_user(model, 1)
     second = last_user(model, 2)
-    assert "401" in second and "too many to read" not in second          # said once per pattern
+    assert "401" in second and "rarest" not in second          # said once per pattern
 
 
 def test_syntax_error_is_reported_then_fixed():

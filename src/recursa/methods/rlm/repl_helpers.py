@@ -55,8 +55,8 @@ def grep(pattern, *args, window=100, limit=None, text=None):
     if not limit and len(hits) > _TOO_MANY and pattern not in _warned:
         # Small models OR several words together ("Kyoto|special|magic") and then read only the first hits.
         _warned.add(pattern)
-        print(f"(grep: {len(hits)} matches for {pattern!r}, too many to read: search for the rarest key word alone"
-              " or a longer exact phrase)")
+        print(f"(grep: {len(hits)} matches for {pattern!r}. To find one fact, search for the rarest key word alone or"
+              " a longer exact phrase; to count, keep the lines that meet every condition of the question.)")
     return hits
 
 
