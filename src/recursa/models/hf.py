@@ -51,7 +51,7 @@ def make_batch_invariant(model: torch.nn.Module) -> None:
     when the padding changes) and row-count-independent linears."""
     softcap = getattr(model.config, "attn_logit_softcapping", None)
     choice = "eager" if softcap else settings().attention              # softcapping models: always plain eager
-    model.set_attn_implementation({"grouped": attention.register(), "sdpa": "sdpa"}.get(choice, "eager"))
+    model.set_attn_implementation(attention.register() if choice == "grouped" else choice)
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.forward = types.MethodType(_batch_invariant_linear, module)
@@ -251,7 +251,7 @@ class HFModel:
         """Prefill `ids` on top of `state`, then generate text for every row. Consumes the state.
 
         `cached_tokens`: prompt tokens the state already holds (reported in `prompt_tokens`); `remember`: the whole
-        prompt of a single row, whose state the prefix cache keeps after the prefill."""
+        prompt of a single row, whose finished state the prefix cache keeps."""
         batch = len(ids)
         longest = max(len(r) for r in ids) + state.length
         if longest + sampling.max_tokens > self.context_window:
@@ -264,8 +264,6 @@ class HFModel:
                                                       int(time.time_ns() % 2**31))
         started = time.perf_counter()
         hidden = self.prefill(state, ids)
-        if remember is not None:
-            self.prefix_cache.store(remember, state)
         generated: list[list[int]] = [[] for _ in range(batch)]
         finish: list[str | None] = [None] * batch
         texts: list[str | None] = [None] * batch
@@ -297,6 +295,8 @@ class HFModel:
                 active, next_ids = active[rows], next_ids[rows]
             hidden = self._forward(state, torch.ones(len(active), 1, dtype=torch.long),
                                    input_ids=next_ids[:, None])[:, -1, :]
+        if remember is not None:
+            self.prefix_cache.store(remember, state)
         completions = []
         for row in range(batch):
             text = texts[row] if texts[row] is not None else self.tokenizer.decode(generated[row],
@@ -317,12 +317,11 @@ class HFModel:
 
     def decode_prompts(self, ids: list[list[int]], sampling: Sampling) -> list[Completion]:
         """Generate for prompts given as token ids; a single row reuses the prefix cache."""
-        if len(ids) == 1 and self.prefix_cache.min_tokens > 0:
-            state, cached = self.prefix_cache.take(ids[0])
-            if state is not None:
-                return self.decode(state, [ids[0][cached:]], sampling, cached_tokens=cached, remember=ids[0])
-            return self.decode(self.new_state(1), ids, sampling, remember=ids[0])
-        return self.decode(self.new_state(len(ids)), ids, sampling)
+        if len(ids) != 1:
+            return self.decode(self.new_state(len(ids)), ids, sampling)
+        state, cached = self.prefix_cache.take(ids[0])
+        state = state if state is not None else self.new_state(1)
+        return self.decode(state, [ids[0][cached:]], sampling, cached_tokens=cached, remember=ids[0])
 
     async def agenerate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
         return await asyncio.to_thread(self.generate, batch, sampling)

@@ -35,7 +35,8 @@ class PrefixCache:
         self.reused_tokens = 0
 
     def take(self, ids: list[int]) -> tuple[SequenceState | None, int]:
-        """(a private state holding the first n tokens of `ids`, n), or (None, 0) when too little is shared.
+        """(a private copy of the state cropped to the first n tokens of `ids`, n), or (None, 0) when too little
+        is shared.
 
         At least the last token is left out, so the caller always prefills something and gets fresh logits."""
         with self._lock:
@@ -53,12 +54,14 @@ class PrefixCache:
         return state, common
 
     def store(self, ids: list[int], state: SequenceState) -> None:
-        """Remember `state` (one row, exactly the prompt `ids`); the caller keeps using its own state."""
+        """Keep `state`: one row holding the prompt `ids` (and maybe tokens generated after it).
+
+        Kept as it is, not copied: the caller is done with it, and cache updates replace tensors instead of writing
+        into them, so `take` copies only on a hit."""
         if self.min_tokens <= 0 or state.batch_size != 1:
             return
-        snapshot = state.copy()
         with self._lock:
-            self._ids, self._state = list(ids), snapshot
+            self._ids, self._state = list(ids), state
 
     def clear(self) -> None:
         with self._lock:
