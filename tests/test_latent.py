@@ -121,6 +121,22 @@ def test_transfer_modes_keep_the_right_positions(qwen):
             assert int(state.next_pos[0]) == len(first[0]) + len(second[0]) + 2 * steps
 
 
+def test_latent_gist_reads_each_thought_as_its_top_token(qwen):
+    # The first thought is the hidden state after the prompt: its top token is the first token the agent would
+    # have written as text. Soft records the gist by default (free); ridge+norm only when asked (a head matmul).
+    planner = load_team("sequential").workers[0]
+    first_word = qwen.generate([planner.messages(PROBLEMS[2])], Sampling(max_tokens=1))[0].token_ids
+    for realign, gist in (("soft", None), ("ridge+norm", True)):
+        answer = create("latent-mas", qwen, latent_steps=3, realign=realign, gist=gist, max_tokens=1).solve(
+            Task("t", PROBLEMS[2]))
+        planner_gist = answer.agents[0].extra["latent_gist"]
+        assert qwen.tokenizer.encode(planner_gist, add_special_tokens=False)[:1] == first_word, realign
+        assert all(a.extra.get("latent_gist") for a in answer.agents[:-1])
+        assert "latent_gist" not in answer.agents[-1].extra          # the final agent decodes real text
+    plain = create("latent-mas", qwen, latent_steps=3, realign="ridge+norm", max_tokens=1).solve(Task("t", "Hi"))
+    assert all("latent_gist" not in a.extra for a in plain.agents)
+
+
 SHORT = ["What is 7 times 8, minus 5?", "Tom has 12 eggs and uses 5. How many are left?",
          "A pen costs 3 dollars. What do 6 pens cost?", "What is half of 90, plus 4?"]
 

@@ -127,21 +127,27 @@ def run(
                 answer = solver.solve(Task(id="cli", question=question, context=task_context))
                 text, stopped = answer.text, answer.stopped
                 usage = answer.usage
+                # latent-mas: each agent's thoughts read as the LM head's top token per step
+                gists = {a.role: a.extra["latent_gist"] for a in answer.agents if a.extra.get("latent_gist")}
             except BudgetExceeded as exc:
                 text, stopped, usage = exc.partial_answer or "", str(exc), tracer.totals.as_dict()
+                gists = {}
         seconds = time.perf_counter() - started
     except RecursaError as exc:
         fail(str(exc))
         return
     extracted = _extract(text)
     result = {"answer": text, "extracted": extracted, "method": method, "model": chat_model.name,
-              "usage": usage, "seconds": round(seconds, 3), "trace": str(tracer.path), "stopped": stopped}
+              "usage": usage, "seconds": round(seconds, 3), "trace": str(tracer.path), "stopped": stopped,
+              **({"latent_gist": gists} if gists else {})}
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
         return
     console.print(f"[bold]{method}[/] on [bold]{chat_model.name}[/] in {seconds:.1f}s; usage {usage}")
     if stopped:
         console.print(f"[yellow]stopped early:[/] {stopped}")
+    for role, gist in gists.items():
+        console.print(f"[dim]{role} thought ≈[/] {gist!r}")
     print(text)
     console.print(f"trace: {tracer.path}")
 

@@ -165,6 +165,17 @@ class Aligner:
         # fetched once: a model that scales its embeddings would otherwise build a [V, H] copy every latent step
         self._table = model.input_embedding_matrix() if self.model is not None else None
         self.top_k, self.temperature = top_k, temperature
+        self.last_top_token: torch.Tensor | None = None   # [B]: the LM head's top token at the last soft step
+
+    def top_token(self, model: Any, hidden: torch.Tensor) -> torch.Tensor:
+        """[B] token ids the LM head ranks first for `hidden`: what a thought would have said as text.
+
+        Free after a soft step (it already ran the head); the other modes pay one LM-head matmul for it.
+        """
+        if self.mode == "soft" and self.last_top_token is not None:
+            return self.last_top_token
+        with torch.no_grad():
+            return model.logits(hidden).argmax(dim=-1)
 
     @classmethod
     def for_model(cls, model: Any, mode: str = "ridge+norm", ridge: float = DEFAULT_RIDGE) -> Aligner:
@@ -194,6 +205,7 @@ class Aligner:
     def _soft(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.model.logits(hidden).float()                              # [B, V]
         top, index = logits.topk(self.top_k, dim=-1)                             # [B, k]
+        self.last_top_token = index[:, 0]
         weights = torch.softmax(top / self.temperature, dim=-1)                  # [B, k], renormalised over top-k
         rows = self._table[index].float()                                        # [B, k, H]
         return (weights[..., None] * rows).sum(dim=1)                            # [B, H]

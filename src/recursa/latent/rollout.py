@@ -47,11 +47,17 @@ class AgentRollout:
     end: int                     # one past its last column
     prefill_seconds: float
     latent_seconds: float
+    thought_tokens: list[list[int]] | None = None   # [B][m] the LM head's top token per latent step (`gist=True`)
 
 
 @torch.inference_mode()
-def latent_rollout(model: Any, state: Any, prompt_ids: list[list[int]], steps: int, aligner: Aligner) -> AgentRollout:
-    """Prefill one agent's prompt on top of `state`, then take `steps` latent steps. Mutates `state`."""
+def latent_rollout(model: Any, state: Any, prompt_ids: list[list[int]], steps: int, aligner: Aligner,
+                   gist: bool = False) -> AgentRollout:
+    """Prefill one agent's prompt on top of `state`, then take `steps` latent steps. Mutates `state`.
+
+    `gist` also records, per step, the token the LM head ranks first for the thought (free with soft
+    realignment): a readable trace of what the latent channel carries.
+    """
     if steps < 0:
         raise ConfigError(f"latent steps must be >= 0, got {steps}")
     start = state.length
@@ -59,13 +65,17 @@ def latent_rollout(model: Any, state: Any, prompt_ids: list[list[int]], steps: i
     hidden = model.prefill(state, prompt_ids)                 # [B, H]: last layer, after the final norm
     latent_start = state.length                               # start + L (L = longest prompt in the batch)
     prefilled = time.perf_counter()
+    thoughts: list[torch.Tensor] = []
     for _ in range(steps):
         embeds = aligner(hidden)                              # [B, H] in input-embedding space (fp32)
+        if gist:
+            thoughts.append(aligner.top_token(model, hidden))
         hidden = model.step_embeds(state, embeds[:, None, :])  # [B, 1, H] in → [B, H] out; cache + 1
     finished = time.perf_counter()
     return AgentRollout(prompt_tokens=[len(row) for row in prompt_ids], latent_steps=steps, start=start,
                         latent_start=latent_start, end=state.length, prefill_seconds=prefilled - began,
-                        latent_seconds=finished - prefilled)
+                        latent_seconds=finished - prefilled,
+                        thought_tokens=torch.stack(thoughts, dim=1).tolist() if thoughts else None)
 
 
 def hand_over(model: Any, state: Any, last: AgentRollout, transfer: str) -> Any:

@@ -38,8 +38,8 @@ class LatentMAS:
 
     def __init__(self, model: Any, latent_steps: int = 4, realign: str = "soft", transfer: str = "full",
                  pattern: str = "sequential", max_tokens: int = 512, temperature: float = 0.0,
-                 ridge: float = DEFAULT_RIDGE, layout: str = "conversation", budget: Budget | None = None,
-                 seed: int | None = None, **_: Any):
+                 ridge: float = DEFAULT_RIDGE, layout: str = "conversation", gist: bool | None = None,
+                 budget: Budget | None = None, seed: int | None = None, **_: Any):
         missing = [attr for attr in _WHITE_BOX if not hasattr(model, attr)]
         if missing:
             raise ConfigError(f"latent-mas needs a white-box local model (hidden states and KV cache); "
@@ -62,6 +62,9 @@ class LatentMAS:
         self.ridge = float(ridge)
         self.transfer = transfer
         self.layout = layout
+        # Each thought's top token, decoded into the agent's record and trace: free with soft realignment (it runs
+        # the LM head anyway); other modes pay one head matmul per step for it, so there it is asked for.
+        self.gist = realign == "soft" if gist is None else bool(gist)
         self.team: Team = load_team(pattern)
         self.sampling = Sampling(max_tokens=int(max_tokens), temperature=float(temperature), seed=seed)
         self.budget = budget
@@ -95,7 +98,9 @@ class LatentMAS:
             ids = self._prompt_ids(role, tasks, context, state)
             with span("agent", role.name, method=self.name, batch_size=batch, latent_steps=steps,
                       transfer=self.transfer, realign=self.realign) as agent_span:
-                rollout = latent_rollout(model, state, ids, steps, self.aligner)
+                rollout = latent_rollout(model, state, ids, steps, self.aligner, gist=self.gist)
+                gists = ([model.tokenizer.decode(row) for row in rollout.thought_tokens]
+                         if rollout.thought_tokens else [None] * batch)
                 cache_length, cache_bytes = state.length, state.nbytes()
                 figures = dict(cache_length=cache_length, cache_bytes=cache_bytes,
                                prefill_seconds=round(rollout.prefill_seconds, 4),
@@ -105,13 +110,15 @@ class LatentMAS:
                               batch_size=batch, **figures)
                 state = hand_over(model, state, rollout, self.transfer)
                 if agent_span is not None:
-                    agent_span.set(prompt_tokens=sum(rollout.prompt_tokens), handed_on_length=state.length, **figures)
+                    agent_span.set(prompt_tokens=sum(rollout.prompt_tokens), handed_on_length=state.length, **figures,
+                                   **({"latent_gist": gists} if rollout.thought_tokens else {}))
             seconds = (rollout.prefill_seconds + rollout.latent_seconds) / batch
             for row, task_agents in enumerate(agents):
                 task_agents.append(AgentOutput(
                     role.name, "", rollout.prompt_tokens[row], 0, steps, seconds,
                     extra={**figures, "cache_bytes": cache_bytes // batch, "handed_on_length": state.length,
-                           "agent_positions": rollout.prompt_tokens[row] + steps, "model_calls": 1}))
+                           "agent_positions": rollout.prompt_tokens[row] + steps, "model_calls": 1,
+                           **({"latent_gist": gists[row]} if gists[row] is not None else {})}))
             if self.budget is not None:
                 self.budget.charge(tokens=sum(rollout.prompt_tokens), calls=batch)
 
