@@ -165,17 +165,16 @@ class Aligner:
         # fetched once: a model that scales its embeddings would otherwise build a [V, H] copy every latent step
         self._table = model.input_embedding_matrix() if self.model is not None else None
         self.top_k, self.temperature = top_k, temperature
-        self.last_top_token: torch.Tensor | None = None   # [B]: the LM head's top token at the last soft step
 
-    def top_token(self, model: Any, hidden: torch.Tensor) -> torch.Tensor:
-        """[B] token ids the LM head ranks first for `hidden`: what a thought would have said as text.
+    def with_gist(self, model: Any, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(next input embedding [B, H], the LM head's top token [B]): what the thought would have said as text.
 
-        Free after a soft step (it already ran the head); the other modes pay one LM-head matmul for it.
+        Free with soft (it runs the head anyway); the other modes pay one LM-head product for the token.
         """
-        if self.mode == "soft" and self.last_top_token is not None:
-            return self.last_top_token
+        if self.model is not None:
+            return self._soft(hidden, with_top=True)
         with torch.no_grad():
-            return model.logits(hidden).argmax(dim=-1)
+            return self(hidden), model.logits(hidden).argmax(dim=-1)
 
     @classmethod
     def for_model(cls, model: Any, mode: str = "ridge+norm", ridge: float = DEFAULT_RIDGE) -> Aligner:
@@ -202,13 +201,13 @@ class Aligner:
         return embeds
 
     @torch.no_grad()
-    def _soft(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _soft(self, hidden: torch.Tensor, with_top: bool = False) -> Any:
         logits = self.model.logits(hidden).float()                              # [B, V]
         top, index = logits.topk(self.top_k, dim=-1)                             # [B, k]
-        self.last_top_token = index[:, 0]
         weights = torch.softmax(top / self.temperature, dim=-1)                  # [B, k], renormalised over top-k
         rows = self._table[index].float()                                        # [B, k, H]
-        return (weights[..., None] * rows).sum(dim=1)                            # [B, H]
+        embeds = (weights[..., None] * rows).sum(dim=1)                          # [B, H]
+        return (embeds, index[:, 0]) if with_top else embeds
 
 
 _norms: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()

@@ -67,9 +67,11 @@ def latent_rollout(model: Any, state: Any, prompt_ids: list[list[int]], steps: i
     prefilled = time.perf_counter()
     thoughts: list[torch.Tensor] = []
     for _ in range(steps):
-        embeds = aligner(hidden)                              # [B, H] in input-embedding space (fp32)
         if gist:
-            thoughts.append(aligner.top_token(model, hidden))
+            embeds, top_token = aligner.with_gist(model, hidden)
+            thoughts.append(top_token)
+        else:
+            embeds = aligner(hidden)                          # [B, H] in input-embedding space (fp32)
         hidden = model.step_embeds(state, embeds[:, None, :])  # [B, 1, H] in → [B, H] out; cache + 1
     finished = time.perf_counter()
     return AgentRollout(prompt_tokens=[len(row) for row in prompt_ids], latent_steps=steps, start=start,
