@@ -1,6 +1,7 @@
 """The local transformers backend on the real embedded model."""
 
 import torch
+from conftest import diverges_only_at_a_tie
 
 from recursa.models.base import Sampling
 
@@ -17,12 +18,16 @@ def conv(text):
 
 
 def test_batch_of_four_matches_each_alone(qwen):
+    # "the sea" meets an exact bf16 tie (' open' vs ' unf', both 12.25) at its 7th token: rounding picks one.
     sampling = Sampling(max_tokens=24)
     batch = qwen.generate([conv(p) for p in PROMPTS], sampling)
     for prompt, together in zip(PROMPTS, batch, strict=True):
         alone = qwen.generate([conv(prompt)], sampling)[0]
-        assert together.token_ids == alone.token_ids, prompt
+        assert diverges_only_at_a_tie(qwen, qwen.chat_ids(conv(prompt)), alone.token_ids, together.token_ids), prompt
         assert together.completion_tokens == len(together.token_ids) > 0
+    # the check is sharp: another prompt's reply differs at a step the model is sure about
+    first = qwen.generate([conv(PROMPTS[0])], sampling)[0].token_ids
+    assert not diverges_only_at_a_tie(qwen, qwen.chat_ids(conv(PROMPTS[0])), first, batch[2].token_ids)
 
 
 def test_prefill_split_into_several_forwards_keeps_greedy_tokens(qwen):
