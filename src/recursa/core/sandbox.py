@@ -268,12 +268,12 @@ class PythonWorker:
         self._proc.stdin.flush()
 
     def _read(self, timeout: float) -> dict[str, Any] | None:
-        """The next message, or None on timeout or end of stream (check `alive` to tell which)."""
+        """The next message; None on timeout; {"type": "eof"} when the worker closed its output (it died)."""
         try:
             line = self._lines.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
-        return None if line is None else json.loads(line)
+        return {"type": "eof"} if line is None else json.loads(line)
 
     def _log_tail(self, chars: int = 600) -> str:
         path = self.workdir / "worker.log"
@@ -295,8 +295,9 @@ class PythonWorker:
         deadline = time.monotonic() + timeout
         while True:
             message = self._read(deadline - time.monotonic())
-            if message is None:
-                timed_out = self.alive
+            if message is None or message["type"] == "eof":
+                # the end of its output means the worker died, even if it is not reaped yet (poll() lags the EOF)
+                timed_out = message is None and self.alive
                 detail = self._log_tail()
                 self._restart_later()
                 if timed_out:
