@@ -20,10 +20,10 @@ class Settings(BaseSettings):
     default_model: str = "qwen2.5-coder-0.5b"
     threads: int | None = Field(default=None, description="torch threads; default: all cores.")
     attention: Literal["eager", "grouped", "sdpa"] = Field(
-        default="eager", description="local attention: eager (batch-invariant in the tests); grouped (eager without "
-        "the key/value copies: 5x faster decode steps on long caches, same numbers per decode step, but on >1 thread "
-        "its batched matmul splits work by batch size); sdpa (torch's fused kernel: ~10x faster attention in long "
-        "prefills, but its rounding depends on the padding, so a row's tokens can change with its batch)")
+        default="grouped", description="local attention: grouped (default: eager's arithmetic without the "
+        "key/value copies, 2-5x faster batched decode steps on long caches); eager (transformers' own); sdpa "
+        "(torch's fused kernel: ~10x faster attention in long prefills, but its rounding depends on the padding, so "
+        "a row's tokens can change with its batch beyond rounding ties)")
     prefix_cache_tokens: int = Field(
         default=256, ge=0, description="local backend: a single-row request whose prompt shares at least this many "
         "tokens with the previous one reuses that prompt's KV cache (0 = off).")
