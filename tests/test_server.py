@@ -95,6 +95,7 @@ def test_concurrent_requests_are_batched_and_match_sequential(client, server, qw
 
     concurrent = asyncio.run(burst())
     after = stats(server)
+
     def tokens(text):
         return qwen.tokenizer.encode(text, add_special_tokens=False)
 
