@@ -100,7 +100,7 @@ class LatentMAS:
                       transfer=self.transfer, realign=self.realign) as agent_span:
                 rollout = latent_rollout(model, state, ids, steps, self.aligner, gist=self.gist)
                 gists = ([model.tokenizer.decode(row) for row in rollout.thought_tokens]
-                         if rollout.thought_tokens else [None] * batch)
+                         if rollout.thought_tokens else None)
                 cache_length, cache_bytes = state.length, state.nbytes()
                 figures = dict(cache_length=cache_length, cache_bytes=cache_bytes,
                                prefill_seconds=round(rollout.prefill_seconds, 4),
@@ -111,14 +111,14 @@ class LatentMAS:
                 state = hand_over(model, state, rollout, self.transfer)
                 if agent_span is not None:
                     agent_span.set(prompt_tokens=sum(rollout.prompt_tokens), handed_on_length=state.length, **figures,
-                                   **({"latent_gist": gists} if rollout.thought_tokens else {}))
+                                   **({"latent_gist": gists} if gists else {}))
             seconds = (rollout.prefill_seconds + rollout.latent_seconds) / batch
             for row, task_agents in enumerate(agents):
                 task_agents.append(AgentOutput(
                     role.name, "", rollout.prompt_tokens[row], 0, steps, seconds,
                     extra={**figures, "cache_bytes": cache_bytes // batch, "handed_on_length": state.length,
                            "agent_positions": rollout.prompt_tokens[row] + steps, "model_calls": 1,
-                           **({"latent_gist": gists[row]} if gists[row] is not None else {})}))
+                           **({"latent_gist": gists[row]} if gists else {})}))
             if self.budget is not None:
                 self.budget.charge(tokens=sum(rollout.prompt_tokens), calls=batch)
 
