@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
 import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -20,32 +29,108 @@ def test_run_python_captures_output_and_exit_code():
     assert result.isolation in ("bubblewrap", "none")
 
 
-@needs_bwrap
-def test_no_network_inside_even_to_loopback():
+@contextmanager
+def loopback_listener():
+    """A TCP listener on the host's loopback; yields its port."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    port = server.getsockname()[1]
+    server.listen(4)
     try:
-        code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')"
-        result = run_python(code)
+        yield server.getsockname()[1]
     finally:
         server.close()
+
+
+@needs_bwrap
+def test_no_network_inside_even_to_loopback():
+    with loopback_listener() as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass  # reachable from the host
+        code = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)\nprint('connected')"
+        result = run_python(code)
     assert result.isolation == "bubblewrap"
     assert "connected" not in result.stdout
     assert result.returncode != 0 and ("ConnectionRefused" in result.stderr or "unreachable" in result.stderr)
 
 
 @needs_bwrap
-def test_host_files_are_read_only_and_workdir_is_writable(tmp_path):
+def test_what_is_visible_is_read_only_and_workdir_is_writable(tmp_path):
     victim = tmp_path / "host.txt"
     victim.write_text("safe")
     code = (f"open('mine.txt', 'w').write('ok')\nprint(open('data/in.txt').read())\n"
-            f"open({str(victim)!r}, 'w').write('pwned')")
+            f"for path in ({str(victim)!r}, {sys.base_prefix + '/pwned.txt'!r}, '/usr/pwned.txt'):\n"
+            "    try:\n        open(path, 'w').write('pwned')\n    except OSError as exc:\n        print(exc)\n")
     result = run_python(code, files={"data/in.txt": "given"})
-    assert "given" in result.stdout
-    assert "Read-only file system" in result.stderr or "No such file" in result.stderr
+    assert result.ok and "given" in result.stdout
+    # the host's /tmp is replaced by a private one; the interpreter and /usr are there, read-only
+    assert "No such file" in result.stdout and result.stdout.count("Read-only file system") == 2
     assert victim.read_text() == "safe"
+    assert not Path(sys.base_prefix, "pwned.txt").exists()
+
+
+@contextmanager
+def planted(directory: Path):
+    """A secret file in a host directory outside /tmp, removed afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"recursa-sandbox-secret-{uuid.uuid4().hex}.txt"
+    path.write_text("SECRET")
+    try:
+        yield path
+    finally:
+        path.unlink()
+
+
+@needs_bwrap
+def test_sandbox_sees_no_home_no_recursa_home_and_no_checkout():
+    checkout = Path(sandbox.__file__).resolve().parents[3]
+    with planted(Path.home()) as in_home, planted(config.settings().home) as in_recursa_home:
+        targets = [in_home, in_recursa_home, checkout / "pyproject.toml", Path(sandbox.__file__).resolve(),
+                   Path(sys.prefix) / "pyvenv.cfg"]
+        code = (f"import os\nfor path in {[str(t) for t in targets]!r}:\n"
+                "    print(os.path.exists(path) and open(path).read()[:20])\n"
+                f"print(sorted(os.listdir({str(Path.home())!r})) if os.path.isdir({str(Path.home())!r}) else [])")
+        result = run_python(code)
+    assert result.ok, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == ["False"] * len(targets)
+    # At most the way to the interpreter's own prefix (e.g. ~/.pyenv) shows in the home directory.
+    prefix = Path(sys.base_prefix).resolve()
+    allowed = [prefix.relative_to(Path.home()).parts[0]] if prefix.is_relative_to(Path.home()) else []
+    assert eval(lines[-1]) == allowed
+
+
+@needs_bwrap
+def test_worker_has_the_stdlib_it_promises():
+    code = ("import collections, csv, datetime, hashlib, itertools, json, math, re, sqlite3, statistics, "
+            "subprocess, textwrap, zlib\nprint(hashlib.sha256(b'x').hexdigest()[:8], json.dumps({'a': 1}))\n"
+            "print(subprocess.run(['echo', 'hi'], capture_output=True, text=True).stdout.strip())")
+    with PythonWorker(timeout=10.0) as w:
+        result = w.execute(code)
+    assert result.ok, result.stderr
+    assert result.stdout == "2d711642 {\"a\": 1}\nhi\n"
+
+
+@needs_bwrap
+def test_sandbox_works_when_interpreter_worker_and_workdir_live_under_tmp():
+    """A clone under /tmp: its venv's python, the worker script and the work directory all sit under /tmp."""
+    with tempfile.TemporaryDirectory(dir="/tmp", prefix="recursa-clone-") as clone:
+        root = Path(clone)
+        base = getattr(sys, "_base_executable", sys.executable)
+        subprocess.run([base, "-m", "venv", "--without-pip", str(root / ".venv")], check=True, timeout=120)
+        src = root / "src"
+        shutil.copytree(Path(sandbox.__file__).resolve().parents[1], src / "recursa")
+        probe = ("from recursa.core import sandbox\nprint(sandbox.WORKER_SCRIPT)\n"
+                 "print(sandbox.run_python('print(6 * 7)').stdout.strip())\n"
+                 "with sandbox.PythonWorker(timeout=10.0) as w:\n"
+                 "    print(w.workdir, w.execute('6 * 9').stdout.strip())")
+        env = {"PATH": os.environ["PATH"], "HOME": str(Path.home()), "TMPDIR": clone,
+               "PYTHONPATH": os.pathsep.join([str(src), sysconfig.get_paths()["purelib"]])}
+        out = subprocess.run([str(root / ".venv/bin/python"), "-c", probe], env=env, capture_output=True,
+                             text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    worker_script, one_shot, repl = out.stdout.splitlines()
+    assert worker_script.startswith(clone) and one_shot == "42"
+    assert repl.startswith(clone) and repl.endswith(" 54")
 
 
 def test_wall_clock_timeout_kills_the_process():
@@ -154,7 +239,10 @@ def test_time_in_callbacks_does_not_count_against_the_block_timeout():
 
 @needs_bwrap
 def test_worker_has_no_network():
-    with PythonWorker(timeout=5.0) as w:
-        result = w.execute("import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=2)")
+    with loopback_listener() as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            pass  # the listener is reachable from the host, so a failure inside is the sandbox's doing
+        with PythonWorker(timeout=5.0) as w:
+            result = w.execute(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
     assert result.error is not None
-    assert "unreachable" in result.error or "OSError" in result.error
+    assert "ConnectionRefused" in result.error or "unreachable" in result.error

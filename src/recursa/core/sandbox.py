@@ -1,7 +1,10 @@
 """Run model-written Python in a separate, limited process: one-shot (`run_python`) or persistent (`PythonWorker`).
 
-Isolation: with bubblewrap (`bwrap`) the process sees the host file system read-only, a private /tmp, its own
-work directory as the only writable place, its own PID namespace and no network. Without bubblewrap the code runs
+Isolation: with bubblewrap (`bwrap`) the process sees a minimal file system: the system directories (/usr and
+the /bin, /lib links), the dynamic linker's configuration, the Python interpreter's own prefix and the worker script,
+all read-only; a private /tmp; and its own work directory as the only writable place. Nothing else of the host is
+there (not the user's home, not `RECURSA_HOME`, not the checkout or its virtual environment). It also gets its own
+PID namespace and no network. Without bubblewrap the code runs
 as a plain subprocess (network and files open), which is refused unless the user opts in with
 `RECURSA_ALLOW_UNSANDBOXED=1`. Either way the child gets CPU-time, address-space and file-size limits
 (`RLIMIT_CPU`, `RLIMIT_AS`, `RLIMIT_FSIZE`), and the parent enforces a wall-clock timeout.
@@ -83,17 +86,69 @@ def isolation() -> str:
         if mode == "none":
             log.warning("sandbox isolation: none (RECURSA_ALLOW_UNSANDBOXED=1): code runs with rlimits only")
         else:
-            log.info("sandbox isolation: bubblewrap (no network, read-only host, private /tmp and work dir)")
+            log.info("sandbox isolation: bubblewrap (no network; sees only system libraries, the interpreter, "
+                     "a private /tmp and its work dir)")
     return mode
 
 
+# Host paths the sandbox sees: system directories (top-level links are recreated as links, as on merged-/usr
+# systems) and the few /etc files the dynamic linker and `time` read. No certificates: there is no network.
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_SYSTEM_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
+
+
+@lru_cache(maxsize=1)
+def _interpreter() -> tuple[str, tuple[str, ...]]:
+    """The real interpreter to run inside, and the prefixes it needs (read-only).
+
+    A venv's `python` is a link into the base installation (often under the home directory, e.g. pyenv); running
+    the base interpreter means the venv and its site-packages stay outside: the worker needs the stdlib only.
+    """
+    base = os.path.realpath(getattr(sys, "_base_executable", "") or sys.executable)
+    if os.path.isfile(base) and os.access(base, os.X_OK):
+        roots = {sys.base_prefix, sys.base_exec_prefix, os.path.dirname(base)}
+    else:  # no usable base interpreter (e.g. a copied venv whose base moved): run this one, with its venv
+        base = os.path.realpath(sys.executable)
+        roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, os.path.dirname(base)}
+    roots |= {os.path.realpath(root) for root in roots}
+    outer = [root for root in roots if not _covered(root, [r for r in roots if r != root])]
+    return base, tuple(sorted(outer))
+
+
+def _covered(path: str, by: list[str]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in by)
+
+
+def _mounts(workdir: Path) -> list[str]:
+    """bwrap arguments for the minimal view; parents are mounted before what lies inside them."""
+    args: list[str] = []
+    system = [d for d in _SYSTEM_DIRS if os.path.lexists(d)]
+    for path in system:
+        if os.path.islink(path):
+            args += ["--symlink", os.readlink(path), path]
+        else:
+            args += ["--ro-bind", path, path]
+    for path in _SYSTEM_FILES:
+        args += ["--ro-bind-try", path, path]
+    args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    # Bound after the private /tmp, so they stay visible wherever they live (a clone under /tmp included).
+    real_system = [os.path.realpath(d) for d in system]
+    roots = [root for root in _interpreter()[1] if not _covered(root, real_system)]
+    binds = [("--ro-bind", root) for root in roots]
+    if not _covered(os.path.realpath(WORKER_SCRIPT), real_system + roots):
+        binds.append(("--ro-bind", str(WORKER_SCRIPT)))
+    binds.append(("--bind", str(workdir)))
+    for flag, path in sorted(binds, key=lambda item: item[1].count("/")):
+        args += [flag, path, path]
+    return args
+
+
 def _command(mode: str, workdir: Path, worker_args: list[str]) -> list[str]:
-    python = [sys.executable, "-I", str(WORKER_SCRIPT), *worker_args]
     if mode == "none":
-        return python
+        return [sys.executable, "-I", str(WORKER_SCRIPT), *worker_args]
+    python = [_interpreter()[0], "-I", str(WORKER_SCRIPT), *worker_args]
     return [shutil.which("bwrap") or "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
-            "--new-session", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-            "--bind", str(workdir), str(workdir), "--chdir", str(workdir), *python]
+            "--new-session", *_mounts(workdir), "--chdir", str(workdir), *python]
 
 
 def _environment(workdir: Path) -> dict[str, str]:
