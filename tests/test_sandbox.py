@@ -68,6 +68,16 @@ def test_what_is_visible_is_read_only_and_workdir_is_writable(tmp_path):
     assert not Path(sys.base_prefix, "pwned.txt").exists()
 
 
+@needs_bwrap
+def test_code_has_no_capabilities_to_undo_the_read_only_binds():
+    code = ("import subprocess\nprint([l.split()[1] for l in open('/proc/self/status') if l.startswith('CapEff')])\n"
+            "r = subprocess.run(['mount', '-o', 'remount,rw,bind', '/usr'], capture_output=True, text=True)\n"
+            "print(r.returncode != 0)\nopen('/usr/pwned.txt', 'w')")
+    result = run_python(code)
+    assert result.stdout == "['0000000000000000']\nTrue\n"
+    assert "Read-only file system" in result.stderr and not Path("/usr/pwned.txt").exists()
+
+
 @contextmanager
 def planted(directory: Path):
     """A secret file in a host directory outside /tmp, removed afterwards."""

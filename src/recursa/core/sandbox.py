@@ -4,10 +4,10 @@ Isolation: with bubblewrap (`bwrap`) the process sees a minimal file system: the
 the /bin, /lib links), the dynamic linker's configuration, the Python interpreter's own prefix and the worker script,
 all read-only; a private /tmp; and its own work directory as the only writable place. Nothing else of the host is
 there (not the user's home, not `RECURSA_HOME`, not the checkout or its virtual environment). It also gets its own
-PID namespace and no network. Without bubblewrap the code runs
-as a plain subprocess (network and files open), which is refused unless the user opts in with
-`RECURSA_ALLOW_UNSANDBOXED=1`. Either way the child gets CPU-time, address-space and file-size limits
-(`RLIMIT_CPU`, `RLIMIT_AS`, `RLIMIT_FSIZE`), and the parent enforces a wall-clock timeout.
+PID namespace, no capabilities and no network. Without bubblewrap the code runs as a plain subprocess (network
+and files open), which is refused unless the user opts in with `RECURSA_ALLOW_UNSANDBOXED=1`. Either way the
+child gets CPU-time, address-space and file-size limits (`RLIMIT_CPU`, `RLIMIT_AS`, `RLIMIT_FSIZE`), and the
+parent enforces a wall-clock timeout.
 
 The persistent worker talks JSON lines over its stdin/stdout (see `sandbox_worker.py`); code inside it can call
 back into the parent (e.g. `llm_query`) through named callbacks, which is how sandboxed code reaches models
@@ -62,8 +62,9 @@ def bubblewrap_works() -> bool:
     if not bwrap:
         return False
     try:
-        probe = subprocess.run([bwrap, "--unshare-net", "--unshare-pid", "--die-with-parent", "--ro-bind", "/", "/",
-                                "--dev", "/dev", "--proc", "/proc", "true"], capture_output=True, timeout=20)
+        probe = subprocess.run([bwrap, "--unshare-net", "--unshare-pid", "--die-with-parent", "--cap-drop", "ALL",
+                                "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "true"],
+                               capture_output=True, timeout=20)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
@@ -147,8 +148,9 @@ def _command(mode: str, workdir: Path, worker_args: list[str]) -> list[str]:
     if mode == "none":
         return [sys.executable, "-I", str(WORKER_SCRIPT), *worker_args]
     python = [_interpreter()[0], "-I", str(WORKER_SCRIPT), *worker_args]
+    # No capabilities: run as root, the code could otherwise remount the read-only binds writable.
     return [shutil.which("bwrap") or "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent",
-            "--new-session", *_mounts(workdir), "--chdir", str(workdir), *python]
+            "--new-session", "--cap-drop", "ALL", *_mounts(workdir), "--chdir", str(workdir), *python]
 
 
 def _environment(workdir: Path) -> dict[str, str]:
