@@ -35,4 +35,4 @@ lint: install
 	$(BIN)/ruff check src tests bench
 
 bench-speed: install
-	$(BIN)/recursa bench speed
+	$(BIN)/python bench/speed.py

@@ -191,11 +191,13 @@ def test_parsing_variants():
     assert parsing.find_final("```repl\nFINAL(x)\n```") is None   # inside code it is a function call
 
 
-def test_unknown_options_are_ignored_and_bad_ones_refused():
+def test_unknown_and_bad_options_are_refused():
     from recursa.core.errors import ConfigError
 
-    assert isinstance(base.create("rlm", ScriptedModel([]), pattern="x", latent_steps=3), RecursiveLM)
-    with pytest.raises(ConfigError):
+    assert isinstance(base.create("rlm", ScriptedModel([]), max_depth=2), RecursiveLM)
+    with pytest.raises(ConfigError, match="unknown option 'latent_steps'"):
+        base.create("rlm", ScriptedModel([]), latent_steps=3)
+    with pytest.raises(ConfigError, match="max_iterations"):
         base.create("rlm", ScriptedModel([]), max_iterations=0)
 
 

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from recursa.core.errors import BudgetExceeded, RecursaError
+from recursa.core.errors import RecursaError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # model hubs are unreachable; fail fast instead of retrying
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -23,8 +23,6 @@ app = typer.Typer(help="Multi-agent reasoning with language models.", no_args_is
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="List and prepare models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
-bench_app = typer.Typer(help="Benchmarks: a method × task matrix (default) and `speed`.", invoke_without_command=True)
-app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
 
 
@@ -34,12 +32,12 @@ def fail(message: str) -> None:
 
 
 def load_chat_model(model: str | None, backend: str = "local", base_url: str | None = None,
-                    api_key: str | None = None, concurrency: int = 8):
+                    api_key: str | None = None, concurrency: int = 8, device: str | None = None):
     """A ChatModel for the CLI: the local transformers backend or an OpenAI-compatible server."""
     if backend == "local":
         from recursa.models import registry
 
-        return registry.load(model)
+        return registry.load(model, device=device)
     if backend == "openai":
         from recursa.models.openai_compat import OpenAIChatModel
 
@@ -51,20 +49,61 @@ def load_chat_model(model: str | None, backend: str = "local", base_url: str | N
     return None
 
 
-MethodOption = Annotated[str, typer.Option("--method", "-m", help="single | text-mas | latent-mas | rlm")]
+def _doc(method: str, option: str) -> str:
+    """--help text straight from the method's typed config (one source of truth)."""
+    from recursa.methods.base import option_doc
+
+    return f"{method}: {option_doc(method, option)}"
+
+
+MethodOption = Annotated[str, typer.Option("--method", "-m", help="single | text-mas | latent-mas | rlm | "
+                                           "single-truncated")]
 # Options shared by several commands (run, bench, serve, demo).
 ModelOption = Annotated[str | None, typer.Option(help="Model name, folder or hub id (see `recursa models`).")]
+DeviceOption = Annotated[str | None, typer.Option(help="Local model device: auto | cpu | cuda | cuda:N | mps "
+                                                  "(default: RECURSA_DEVICE, else auto).")]
 BackendOption = Annotated[str, typer.Option(help="local | openai")]
 BaseUrlOption = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai).")]
-TemperatureOption = Annotated[float, typer.Option(help="0 = greedy.")]
-PatternOption = Annotated[str, typer.Option(help="text-mas/latent-mas: sequential | hierarchical")]
-LatentStepsOption = Annotated[int, typer.Option(help="latent-mas: latent steps per agent (m).")]
-RealignOption = Annotated[str, typer.Option(help="latent-mas: none | norm | ridge | ridge+norm | soft")]
-LayoutOption = Annotated[str, typer.Option(help="latent-mas: conversation (agents' turns in one transcript) | "
-                                                "stacked (each agent a fresh chat, as upstream)")]
-TransferOption = Annotated[str, typer.Option(help="latent-mas: full | latent-only | own-only | none")]
-MaxDepthOption = Annotated[int, typer.Option(help="rlm: recursion depth of rlm_query.")]
-MaxIterationsOption = Annotated[int, typer.Option(help="rlm: root iterations.")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--option", "-o", help="Any option the method declares, as key=value (repeatable); see `recursa methods`.")]
+# Method options: None = not given (the method's own default applies); each is validated against the method.
+MaxTokensOption = Annotated[int | None, typer.Option(help="Max tokens each decoding agent generates.")]
+TemperatureOption = Annotated[float | None, typer.Option(help="0 = greedy.")]
+PatternOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "pattern"))]
+LatentStepsOption = Annotated[int | None, typer.Option(help=_doc("latent-mas", "latent_steps"))]
+RealignOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "realign"))]
+LayoutOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "layout"))]
+TransferOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "transfer"))]
+MaxDepthOption = Annotated[int | None, typer.Option(help=_doc("rlm", "max_depth"))]
+MaxIterationsOption = Annotated[int | None, typer.Option(help=_doc("rlm", "max_iterations"))]
+
+
+def method_options(flags: dict[str, Any], pairs: list[str] | None) -> dict[str, Any]:
+    """The options a user gave: flags that are set, plus `--option key=value` pairs (strings; the method's
+    config converts and validates them)."""
+    options = {key: value for key, value in flags.items() if value is not None}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--option {pair!r}: write key=value")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
+
+
+def read_context(context: Path | None) -> Any:
+    """--context FILE: text, or the parsed value of a .json file."""
+    if context is None:
+        return None
+    if not context.is_file():
+        fail(f"--context {context}: no such file")
+    raw = context.read_text(encoding="utf-8", errors="replace")
+    if context.suffix != ".json":
+        return raw
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        fail(f"--context {context}: invalid JSON ({exc})")
+    return None
 
 
 @app.command()
@@ -72,18 +111,20 @@ def run(
     question: Annotated[str, typer.Argument(help="The question or instruction.")],
     method: MethodOption = "single",
     model: ModelOption = None,
+    device: DeviceOption = None,
     backend: BackendOption = "local",
     base_url: BaseUrlOption = None,
-    max_tokens: Annotated[int, typer.Option(help="Max tokens the answering agent decodes.")] = 512,
-    temperature: TemperatureOption = 0.0,
-    pattern: PatternOption = "sequential",
-    latent_steps: LatentStepsOption = 4,
-    realign: RealignOption = "soft",
-    transfer: TransferOption = "full",
-    layout: LayoutOption = "conversation",
+    option: SetOption = None,
+    max_tokens: MaxTokensOption = None,
+    temperature: TemperatureOption = None,
+    pattern: PatternOption = None,
+    latent_steps: LatentStepsOption = None,
+    realign: RealignOption = None,
+    transfer: TransferOption = None,
+    layout: LayoutOption = None,
     context: Annotated[Path | None, typer.Option(help="rlm: file holding the context (text or JSON).")] = None,
-    max_depth: MaxDepthOption = 1,
-    max_iterations: MaxIterationsOption = 12,
+    max_depth: MaxDepthOption = None,
+    max_iterations: MaxIterationsOption = None,
     sub_model: Annotated[str | None, typer.Option(help="rlm: model for sub-calls (default: --model).")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Budget: wall seconds.")] = None,
     max_calls: Annotated[int | None, typer.Option(help="Budget: model calls.")] = None,
@@ -93,71 +134,46 @@ def run(
 ) -> None:
     """Answer one question with one method."""
     from recursa.core.budget import Budget
-    from recursa.core.trace import Tracer
     from recursa.methods import base as methods
 
+    flags = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern, latent_steps=latent_steps,
+                 realign=realign, transfer=transfer, layout=layout, max_depth=max_depth,
+                 max_iterations=max_iterations)
     try:
-        if method not in methods.method_names():
-            fail(f"unknown method '{method}'; available: {', '.join(methods.method_names())}")
-        chat_model = load_chat_model(model, backend, base_url)
+        cls = methods.method_class(method)
+        options = method_options(flags, option)
+        config = cls.Config.build(method, options)          # fails on a typo before any model loads
+        task_context = read_context(context)
+        chat_model = load_chat_model(model, backend, base_url, device=device)
         budget = Budget(max_tokens=max_total_tokens, max_calls=max_calls, max_seconds=max_seconds,
-                        max_depth=max_depth, max_iterations=max_iterations)
-        options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern,
-                                       latent_steps=latent_steps, realign=realign, transfer=transfer, layout=layout,
-                                       max_depth=max_depth, max_iterations=max_iterations, budget=budget)
-        if sub_model:
-            options["sub_model"] = load_chat_model(sub_model, backend, base_url)
-        task_context = None
-        if context is not None:
-            if not context.is_file():
-                fail(f"--context {context}: no such file")
-            raw = context.read_text(encoding="utf-8", errors="replace")
-            task_context = raw
-            if context.suffix == ".json":
-                try:
-                    task_context = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    fail(f"--context {context}: invalid JSON ({exc})")
-        from recursa.methods.base import Task
-
-        solver = methods.create(method, chat_model, **options)
-        started = time.perf_counter()
-        with Tracer.start(runs_dir=runs_dir) as tracer:
-            try:
-                answer = solver.solve(Task(id="cli", question=question, context=task_context))
-                text, stopped = answer.text, answer.stopped
-                usage = answer.usage
-                # latent-mas: each agent's thoughts read as the LM head's top token per step
-                gists = {a.role: a.extra["latent_gist"] for a in answer.agents if a.extra.get("latent_gist")}
-            except BudgetExceeded as exc:
-                text, stopped, usage = exc.partial_answer or "", str(exc), tracer.totals.as_dict()
-                gists = {}
-        seconds = time.perf_counter() - started
+                        max_depth=config.model_dump().get("max_depth"),
+                        max_iterations=config.model_dump().get("max_iterations"))
+        extra = {"sub_model": load_chat_model(sub_model, backend, base_url, device=device)} if sub_model else {}
+        answer = cls(chat_model, config, budget=budget, **extra).run(question, context=task_context,
+                                                                    runs_dir=runs_dir)
     except RecursaError as exc:
         fail(str(exc))
         return
-    extracted = _extract(text)
-    result = {"answer": text, "extracted": extracted, "method": method, "model": chat_model.name,
-              "usage": usage, "seconds": round(seconds, 3), "trace": str(tracer.path), "stopped": stopped,
-              **({"latent_gist": gists} if gists else {})}
+    _print_answer(answer, method, chat_model.name, json_out)
+
+
+def _print_answer(answer: Any, method: str, model_name: str, json_out: bool) -> None:
+    usage = answer.meta.get("usage") or answer.usage
+    # latent-mas: each agent's thoughts read as the LM head's top token per step
+    gists = {a.role: a.extra["latent_gist"] for a in answer.agents if a.extra.get("latent_gist")}
+    result = {"answer": answer.text, "extracted": answer.extracted, "method": method, "model": model_name,
+              "usage": usage, "seconds": round(answer.seconds, 3), "trace": answer.trace_path,
+              "stopped": answer.stopped, **({"latent_gist": gists} if gists else {})}
     if json_out:
         sys.stdout.write(json.dumps(result) + "\n")
         return
-    console.print(f"[bold]{method}[/] on [bold]{chat_model.name}[/] in {seconds:.1f}s; usage {usage}")
-    if stopped:
-        console.print(f"[yellow]stopped early:[/] {stopped}")
+    console.print(f"[bold]{method}[/] on [bold]{escape(model_name)}[/] in {answer.seconds:.1f}s; usage {usage}")
+    if answer.stopped:
+        console.print(f"[yellow]stopped early:[/] {escape(answer.stopped)}")
     for role, gist in gists.items():
-        console.print(f"[dim]{role} thought ≈[/] {gist!r}")
-    print(text)
-    console.print(f"trace: {tracer.path}")
-
-
-def _extract(text: str) -> str | None:
-    try:
-        from recursa.eval.scoring import extract_answer
-    except ImportError:
-        return None
-    return extract_answer(text)
+        console.print(f"[dim]{role} thought ≈[/] {escape(repr(gist))}")
+    print(answer.text)
+    console.print(f"trace: {answer.trace_path}")
 
 
 @models_app.callback()
@@ -206,75 +222,43 @@ def serve(
         fail(str(exc))
 
 
-@bench_app.command("speed")
-def bench_speed(
-    model: ModelOption = None,
-    new_tokens: Annotated[int, typer.Option(help="Decoded tokens per row.")] = 128,
-    batches: Annotated[str, typer.Option(help="Comma-separated decode batch sizes.")] = "1,8",
-    repeats: Annotated[int, typer.Option(help="Runs per measure; the fastest counts.")] = 2,
-    profile: Annotated[bool, typer.Option(help="Break batch-1 decode time down with torch.profiler.")] = True,
-    out: Annotated[Path | None, typer.Option(help="JSON file (default runs/speed-<time>.json).")] = None,
-) -> None:
-    """Decode/prefill tokens/s of the local backend against the measured memory-bandwidth limit."""
-    from recursa.eval.speed import render, run_speed_bench
-
-    out = out or Path("runs") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    try:
-        results = run_speed_bench(model, new_tokens=new_tokens, batches=tuple(int(b) for b in batches.split(",")),
-                                  repeats=repeats, profile=profile, out=out, progress=console.log)
-    except (RecursaError, ValueError) as exc:
-        fail(str(exc))
-        return
-    Console().print(render(results))
-    console.print(f"wrote {out}")
-
-
-@bench_app.callback()
+@app.command()
 def bench(
-    ctx: typer.Context,
     task: Annotated[str, typer.Option(help="gsm8k | gsm-symbolic | humaneval | champ | rg:<generator> | FILE.jsonl")]
     = "gsm8k",
     methods_spec: Annotated[str, typer.Option("--methods", help="Comma-separated method specs, each optionally with "
                                               "options: 'single,text-mas\\[pattern=hierarchical]'.")] = "single",
     limit: Annotated[int | None, typer.Option(help="At most this many problems.")] = None,
     model: ModelOption = None,
+    device: DeviceOption = None,
     seed: Annotated[int, typer.Option(help="Seed of generated task sets and of sampling.")] = 0,
     out: Annotated[Path | None, typer.Option(help="Results folder (default runs/bench-<task>-<time>); an "
                                              "existing folder is resumed.")] = None,
     batch_size: Annotated[int, typer.Option(help="Problems per batched model call.")] = 4,
     backend: BackendOption = "local",
     base_url: BaseUrlOption = None,
-    max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates.")] = 384,
-    temperature: TemperatureOption = 0.0,
-    pattern: PatternOption = "sequential",
-    latent_steps: LatentStepsOption = 4,
-    realign: RealignOption = "soft",
-    transfer: TransferOption = "full",
-    layout: LayoutOption = "conversation",
-    max_depth: MaxDepthOption = 1,
-    max_iterations: MaxIterationsOption = 12,
-    context_chars: Annotated[int | None, typer.Option(help="Long-context tasks / text-mas: max context characters.")]
-    = None,
+    max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates (every method that "
+                                            "has the option).")] = 384,
+    temperature: Annotated[float, typer.Option(help="0 = greedy (every method that has the option).")] = 0.0,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="key=value for every listed method that declares the option (repeatable); "
+        "per-method options go in the spec: latent-mas\\[latent_steps=8].")] = None,
+    context_chars: Annotated[int | None, typer.Option(help="Long-context tasks: context characters.")] = None,
 ) -> None:
     """Run methods × tasks in batches; write results.jsonl, summary.md/json/png; resume an interrupted run."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from recursa.eval.bench import parse_method_specs, run_bench
+    from recursa.eval.bench import parse_method_specs, run_bench, shared_options
     from recursa.eval.report import write_summary
     from recursa.eval.tasks import load_tasks
 
     try:
         specs = parse_method_specs(methods_spec)
+        options = shared_options(specs, {"max_tokens": max_tokens, "temperature": temperature, "seed": seed},
+                                 method_options({}, option))
         task_options: dict[str, Any] = {"limit": limit}
         if context_chars is not None:
             task_options["context_chars"] = context_chars
         tasks = load_tasks(task, seed=seed, **task_options)
-        chat_model = load_chat_model(model, backend, base_url)
-        options: dict[str, Any] = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern,
-                                       latent_steps=latent_steps, realign=realign, transfer=transfer, layout=layout,
-                                       max_depth=max_depth, max_iterations=max_iterations, seed=seed)
-        if context_chars is not None:
-            options["context_chars"] = context_chars
+        chat_model = load_chat_model(model, backend, base_url, device=device)
         task_name = Path(task).stem if task.endswith(".jsonl") else task
         out_dir = out or Path("runs") / f"bench-{task_name.replace(':', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
         console.print(f"bench {escape(task)} × {escape(', '.join(s.label for s in specs))}: {len(tasks)} problems, "
@@ -285,14 +269,35 @@ def bench(
     except RecursaError as exc:
         fail(str(exc))
         return
+    Console().print(_summary_table(summary))
+    console.print(f"results: {out_dir / 'results.jsonl'}; summary: {out_dir / 'summary.md'}")
+
+
+def _summary_table(summary: dict[str, Any]) -> Table:
     table = Table("method", "n", "accuracy", "95% CI", "compl. tok", "s/problem", "tok ×", "time ×")
     for row in summary["methods"]:
         vs = row["vs_first"]
         table.add_row(escape(row["method"]), str(row["n"]), f"{row['accuracy']:.1%}",
                       f"{row['ci95'][0]:.0%}–{row['ci95'][1]:.0%}", f"{row['completion_tokens']:.0f}",
                       f"{row['seconds']:.1f}", f"{vs['completion_tokens'] or 0:.2f}", f"{vs['seconds'] or 0:.2f}")
-    Console().print(table)
-    console.print(f"results: {out_dir / 'results.jsonl'}; summary: {out_dir / 'summary.md'}")
+    return table
+
+
+@app.command("methods")
+def methods_list(name: Annotated[str | None, typer.Argument(help="One method (default: all).")] = None) -> None:
+    """The methods and every option each declares (type, default, what it does)."""
+    from recursa.methods import base as methods
+
+    try:
+        names = [methods.method_class(name).name] if name else methods.method_names()
+    except RecursaError as exc:
+        fail(str(exc))
+        return
+    for method in names:
+        table = Table("option", "type", "default", "what it does", title=method, title_justify="left")
+        for doc in methods.config_class(method).describe():
+            table.add_row(doc.name, escape(doc.type), escape(repr(doc.default)), escape(doc.doc))
+        Console().print(table)
 
 
 @app.command()

@@ -19,11 +19,13 @@ class Settings(BaseSettings):
     runs_dir: Path = Field(default=Path("runs"), description="Where trace files and bench results go.")
     default_model: str = "qwen2.5-coder-0.5b"
     threads: int | None = Field(default=None, description="torch threads; default: all cores.")
+    device: str = Field(default="auto", description="Local models' device: auto (CUDA, then MPS, then CPU), cpu, "
+                        "cuda, cuda:N or mps.")
     attention: Literal["eager", "grouped", "sdpa"] = Field(
-        default="grouped", description="local attention: grouped (default: eager's arithmetic without the "
-        "key/value copies, 2-5x faster batched decode steps on long caches); eager (transformers' own); sdpa "
-        "(torch's fused kernel: ~10x faster attention in long prefills, but its rounding depends on the padding, so "
-        "a row's tokens can change with its batch beyond rounding ties)")
+        default="grouped", description="local attention: grouped (default: eager's arithmetic without copying the "
+        "key/value heads; faster batched decode on long caches); eager (transformers' own); sdpa (torch's fused "
+        "kernel, faster long prefills, but its rounding depends on the padding, so a row's tokens can change with "
+        "its batch beyond rounding ties). Measurements: bench/results/.")
     prefix_cache_tokens: int = Field(
         default=256, ge=0, description="local backend: a single-row request whose prompt shares at least this many "
         "tokens with the previous one reuses that prompt's KV cache (0 = off).")

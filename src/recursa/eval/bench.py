@@ -38,20 +38,6 @@ class MethodSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def _coerce(value: str) -> Any:
-    lowered = value.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
 def parse_method_specs(text: str) -> list[MethodSpec]:
     """"single,text-mas[pattern=hierarchical;max_tokens=256]" → specs (commas inside [...] do not split)."""
     parts, depth, current = [], 0, ""
@@ -75,7 +61,7 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
             if "=" not in item:
                 raise ConfigError(f"bad option '{item}' in method spec '{raw}'; write key=value")
             key, value = (s.strip() for s in item.split("=", 1))
-            options[key.replace("-", "_")] = _coerce(value)
+            options[key.replace("-", "_")] = value
         if raw in labels:
             raise ConfigError(f"method spec '{raw}' is listed twice")
         labels.add(raw)
@@ -86,7 +72,24 @@ def parse_method_specs(text: str) -> list[MethodSpec]:
     for spec in specs:
         if spec.name not in known:
             raise ConfigError(f"unknown method '{spec.name}' in '{spec.label}'; available: {', '.join(known)}")
+        # validated now, before any model loads: a misspelt option fails here, not after an hour of other methods
+        config = methods.config_class(spec.name).build(spec.label, spec.options)
+        spec.options = config.model_dump(include=set(spec.options))
     return specs
+
+
+def shared_options(specs: list[MethodSpec], defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """Options for every method of a bench: `defaults` apply where a method declares them; each `given` option
+    must be declared by at least one listed method (a typo is an error) and is validated for each that does."""
+    for key, value in given.items():
+        takers = [s for s in specs if key in methods.config_class(s.name).model_fields]
+        if not takers:
+            names = ", ".join(sorted({s.name for s in specs}))
+            raise ConfigError(f"--option {key}: none of the methods ({names}) has that option; "
+                              f"see `recursa methods`")
+        for spec in takers:
+            methods.config_class(spec.name).build(spec.label, {key: value})
+    return {**defaults, **given}
 
 
 # ---- results file: append + flush per sample, torn tail tolerated ------------------------------------------------
@@ -182,7 +185,8 @@ def run_bench(model: Any, tasks: list[Task], specs: list[MethodSpec], out_dir: P
         if r["method"] in tally:
             tally[r["method"]][0] += bool(r["correct"])
             tally[r["method"]][1] += 1
-    solvers = {s.label: methods.create(s.name, model, **{**(base_options or {}), **s.options}) for s in specs}
+    solvers = {s.label: methods.create(s.name, model, **{**methods.declared(s.name, base_options or {}), **s.options})
+               for s in specs}
     total = len(tasks) * len(specs)
     finished = sum(1 for s in specs for t in tasks if (s.label, t.id) in done)
     writer = ResultsWriter(results_path)

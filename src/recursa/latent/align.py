@@ -89,7 +89,7 @@ class Realignment:
 
     def distance_to_identity(self) -> float:
         """‖W_a − I‖_F / ‖I‖_F: ≈ 0 for tied embeddings."""
-        eye = torch.eye(self.matrix.shape[0])
+        eye = torch.eye(self.matrix.shape[0], device=self.matrix.device)
         return ((self.matrix - eye).norm() / eye.norm()).item()
 
 
@@ -99,7 +99,7 @@ def weights_digest(w_in: torch.Tensor, w_out: torch.Tensor) -> str:
     tensors = [w_in] if w_in.data_ptr() == w_out.data_ptr() and w_in.shape == w_out.shape else [w_in, w_out]
     for tensor in tensors:
         digest.update(f"{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-        flat = tensor.detach().contiguous().reshape(-1)
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(flat.view(torch.uint8).numpy().data)   # numpy has no bf16: hash the bytes
     return digest.hexdigest()
 
@@ -187,7 +187,8 @@ class Aligner:
         if mode == "norm":  # no solve needed; the norm alone is cheap
             return cls(mode, target_norm=_target_norm_for(model))
         realignment = realignment_for(model, ridge)
-        return cls(mode, realignment.matrix, realignment.target_norm)
+        device = getattr(model, "device", realignment.matrix.device)
+        return cls(mode, realignment.matrix.to(device), realignment.target_norm)
 
     def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.model is not None:

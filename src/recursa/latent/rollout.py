@@ -1,7 +1,7 @@
 """Latent rollout: an agent thinks in hidden states on top of a shared KV working memory, and hands it on.
 
-One agent, for a batch of B problems (the working memory is an `HFModel` `SequenceState`: KV cache [B, T] plus
-an attention mask [B, T] and each row's next RoPE position):
+One agent, for a batch of B problems (the working memory is a `SequenceState`: KV cache [B, T] plus an attention
+mask [B, T] and each row's next RoPE position):
 
     state  ──prefill(prompt ids, left-padded)──▶  h_0 [B, H]                     cache T → T + L
     repeat m times:  e = aligner(h) [B, H]  ──step_embeds──▶  h [B, H]            cache → T + L + m
@@ -25,13 +25,15 @@ silently drops it).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from recursa.core.errors import ConfigError
 from recursa.latent.align import Aligner
+from recursa.models.base import LatentModel
+from recursa.models.state import SequenceState
 
 TRANSFER_MODES = ("full", "latent-only", "own-only", "none")
 
@@ -48,15 +50,20 @@ class AgentRollout:
     prefill_seconds: float
     latent_seconds: float
     thought_tokens: list[list[int]] | None = None   # [B][m] the LM head's top token per latent step (`gist=True`)
+    hidden_states: torch.Tensor | None = None       # [B, m, H] h_0..h_{m-1}, each step's input before the map
+    input_embeds: torch.Tensor | None = None        # [B, m, H] what was fed back (`keep_latents=True`)
 
 
 @torch.inference_mode()
-def latent_rollout(model: Any, state: Any, prompt_ids: list[list[int]], steps: int, aligner: Aligner,
-                   gist: bool = False) -> AgentRollout:
+def latent_rollout(model: LatentModel, state: SequenceState, prompt_ids: list[list[int]], steps: int,
+                   aligner: Aligner | Callable[[torch.Tensor], torch.Tensor], gist: bool = False,
+                   keep_latents: bool = False) -> AgentRollout:
     """Prefill one agent's prompt on top of `state`, then take `steps` latent steps. Mutates `state`.
 
-    `gist` also records, per step, the token the LM head ranks first for the thought (free with soft
-    realignment): a readable trace of what the latent channel carries.
+    `aligner` maps a last hidden state [B, H] to the next input embedding [B, H] (an `Aligner`, or any module
+    such as a trained link). `gist` also records, per step, the token the LM head ranks first for the thought
+    (free with soft realignment): a readable trace of what the latent channel carries. `keep_latents` returns the
+    thoughts themselves (hidden states and fed embeddings, [B, m, H] each), for links to other models.
     """
     if steps < 0:
         raise ConfigError(f"latent steps must be >= 0, got {steps}")
@@ -66,21 +73,30 @@ def latent_rollout(model: Any, state: Any, prompt_ids: list[list[int]], steps: i
     latent_start = state.length                               # start + L (L = longest prompt in the batch)
     prefilled = time.perf_counter()
     thoughts: list[torch.Tensor] = []
+    hiddens: list[torch.Tensor] = []
+    fed: list[torch.Tensor] = []
     for _ in range(steps):
-        if gist:
+        if gist and isinstance(aligner, Aligner):
             embeds, top_token = aligner.with_gist(model, hidden)
             thoughts.append(top_token)
         else:
             embeds = aligner(hidden)                          # [B, H] in input-embedding space (fp32)
+            if gist:
+                thoughts.append(model.logits(hidden).argmax(dim=-1))
+        if keep_latents:
+            hiddens.append(hidden)
+            fed.append(embeds)
         hidden = model.step_embeds(state, embeds[:, None, :])  # [B, 1, H] in → [B, H] out; cache + 1
     finished = time.perf_counter()
     return AgentRollout(prompt_tokens=[len(row) for row in prompt_ids], latent_steps=steps, start=start,
                         latent_start=latent_start, end=state.length, prefill_seconds=prefilled - began,
                         latent_seconds=finished - prefilled,
-                        thought_tokens=torch.stack(thoughts, dim=1).tolist() if thoughts else None)
+                        thought_tokens=torch.stack(thoughts, dim=1).tolist() if thoughts else None,
+                        hidden_states=torch.stack(hiddens, dim=1) if hiddens else None,
+                        input_embeds=torch.stack(fed, dim=1) if fed else None)
 
 
-def hand_over(model: Any, state: Any, last: AgentRollout, transfer: str) -> Any:
+def hand_over(model: LatentModel, state: SequenceState, last: AgentRollout, transfer: str) -> SequenceState:
     """The working memory the next agent starts from, after `last` wrote into `state` (may return a new state)."""
     if transfer == "full":
         return state

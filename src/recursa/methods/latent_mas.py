@@ -13,61 +13,72 @@ independent of the others (left padding, per-row mask and positions).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal, get_args
+
+from pydantic import Field
 
 from recursa.core.budget import Budget
 from recursa.core.errors import ConfigError
 from recursa.core.trace import record_latent, span
 from recursa.latent.align import DEFAULT_RIDGE, REALIGN_MODES, Aligner
 from recursa.latent.rollout import TRANSFER_MODES, hand_over, latent_rollout
-from recursa.methods.base import AgentOutput, Answer, Task, register
+from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.prompts import Team, answer_format_of, load_team
-from recursa.models.base import Sampling
+from recursa.methods.single import SamplingOptions
+from recursa.methods.text_mas import Pattern
+from recursa.models.base import LatentModel, missing_latent_methods
 
-PATTERNS = ("sequential", "hierarchical")
 # How agents' prompts sit in the shared memory. "conversation": one transcript, each later agent's prompt is a new
 # user turn after the previous agent's (latent) assistant turn, closed by the template's end-of-turn. "stacked":
 # every agent starts a fresh chat (system + user + open assistant turn) after the previous latents, never closing
 # them (upstream LatentMAS's layout; the small models we ship tend to end the final turn at once after it).
-LAYOUTS = ("conversation", "stacked")
-_WHITE_BOX = ("new_state", "prefill", "step_embeds", "decode", "chat_ids", "input_embedding_matrix")
+Layout = Literal["conversation", "stacked"]
+Realign = Literal["none", "norm", "ridge", "ridge+norm", "soft"]
+Transfer = Literal["full", "latent-only", "own-only", "none"]
+assert get_args(Realign) == REALIGN_MODES and get_args(Transfer) == TRANSFER_MODES
 
 
-class LatentMAS:
+class LatentMASConfig(SamplingOptions):
+    """`latent-mas`: agents of one model think in latent steps on a shared KV working memory."""
+
+    latent_steps: int = Field(4, ge=0)
+    """Latent steps per non-final agent (m); 0 hands on only the prompts' cache."""
+    realign: Realign = "soft"
+    """How a last hidden state becomes the next input embedding: the paper's maps or `soft` (ours)."""
+    transfer: Transfer = "full"
+    """What the next agent sees of the working memory."""
+    pattern: Pattern = "sequential"
+    """Team: sequential (planner → critic → refiner → judger) or hierarchical (experts → summarizer)."""
+    layout: Layout = "conversation"
+    """conversation: agents' turns in one transcript; stacked: a fresh chat per agent (as upstream)."""
+    ridge: float = Field(DEFAULT_RIDGE, gt=0)
+    """Ridge regulariser of the ridge maps."""
+    gist: bool | None = None
+    """Read each thought back as the LM head's top token (default: on with soft, which computes it anyway)."""
+
+
+@register
+class LatentMAS(MethodBase):
+    """Agents collaborate through a shared KV working memory; only the final agent decodes text."""
+
     name = "latent-mas"
+    Config = LatentMASConfig
 
-    def __init__(self, model: Any, latent_steps: int = 4, realign: str = "soft", transfer: str = "full",
-                 pattern: str = "sequential", max_tokens: int = 512, temperature: float = 0.0,
-                 ridge: float = DEFAULT_RIDGE, layout: str = "conversation", gist: bool | None = None,
-                 budget: Budget | None = None, seed: int | None = None, **_: Any):
-        missing = [attr for attr in _WHITE_BOX if not hasattr(model, attr)]
+    def __init__(self, model: LatentModel, config: LatentMASConfig | None = None, *, budget: Budget | None = None,
+                 **options: Any):
+        missing = missing_latent_methods(model)
         if missing:
             raise ConfigError(f"latent-mas needs a white-box local model (hidden states and KV cache); "
                               f"{getattr(model, 'name', model)!s} lacks {', '.join(missing)}: use --backend local")
-        # `recursa bench` specs coerce "none" to None: read it as the mode named "none".
-        realign, transfer = realign or "none", transfer or "none"
-        if pattern not in PATTERNS:
-            raise ConfigError(f"latent-mas pattern must be one of {', '.join(PATTERNS)}, got '{pattern}'")
-        if layout not in LAYOUTS:
-            raise ConfigError(f"latent-mas layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
-        if realign not in REALIGN_MODES:
-            raise ConfigError(f"unknown realign mode '{realign}'; use one of: {', '.join(REALIGN_MODES)}")
-        if transfer not in TRANSFER_MODES:
-            raise ConfigError(f"unknown transfer mode '{transfer}'; use one of: {', '.join(TRANSFER_MODES)}")
-        if int(latent_steps) < 0:
-            raise ConfigError(f"latent_steps must be >= 0, got {latent_steps}")
-        self.model = model
-        self.latent_steps = int(latent_steps)
-        self.realign = realign
-        self.ridge = float(ridge)
-        self.transfer = transfer
-        self.layout = layout
+        super().__init__(model, config, budget=budget, **options)
+        cfg = self.config
+        self.latent_steps, self.realign, self.ridge = cfg.latent_steps, cfg.realign, cfg.ridge
+        self.transfer, self.layout = cfg.transfer, cfg.layout
         # Each thought's top token, decoded into the agent's record and trace: free with soft realignment (it runs
         # the LM head anyway); other modes pay one head matmul per step for it, so there it is asked for.
-        self.gist = realign == "soft" if gist is None else bool(gist)
-        self.team: Team = load_team(pattern)
-        self.sampling = Sampling(max_tokens=int(max_tokens), temperature=float(temperature), seed=seed)
-        self.budget = budget
+        self.gist = cfg.realign == "soft" if cfg.gist is None else cfg.gist
+        self.team: Team = load_team(cfg.pattern)
+        self.sampling = cfg.sampling()
         self._aligner: Aligner | None = None
 
     @property
@@ -81,9 +92,6 @@ class LatentMAS:
             return [self.model.followup_ids(role.user_prompt(t.question, answer_format_of(t.meta), context))
                     for t in tasks]
         return [self.model.chat_ids(role.messages(t.question, answer_format_of(t.meta), context)) for t in tasks]
-
-    def solve(self, task: Task) -> Answer:
-        return self.solve_batch([task])[0]
 
     def solve_batch(self, tasks: list[Task]) -> list[Answer]:
         if not tasks:
@@ -99,7 +107,7 @@ class LatentMAS:
             with span("agent", role.name, method=self.name, batch_size=batch, latent_steps=steps,
                       transfer=self.transfer, realign=self.realign) as agent_span:
                 rollout = latent_rollout(model, state, ids, steps, self.aligner, gist=self.gist)
-                gists = ([model.tokenizer.decode(row) for row in rollout.thought_tokens]
+                gists = ([model.detokenize(row) for row in rollout.thought_tokens]
                          if rollout.thought_tokens else None)
                 cache_length, cache_bytes = state.length, state.nbytes()
                 figures = dict(cache_length=cache_length, cache_bytes=cache_bytes,
@@ -152,7 +160,3 @@ class LatentMAS:
                                   meta=dict(meta)))
         return answers
 
-
-@register("latent-mas")
-def _make(model: Any, **options: Any) -> LatentMAS:
-    return LatentMAS(model, **options)

@@ -9,25 +9,46 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pydantic import Field
+
 from recursa.core.budget import Budget
 from recursa.core.trace import span
-from recursa.methods.base import AgentOutput, Answer, Task, register
+from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
+from recursa.methods.config import MethodConfig
 from recursa.methods.prompts import answer_format_of, load_team
 from recursa.models.base import ChatModel, Sampling
 
 
-class SingleModel:
+class SamplingOptions(MethodConfig):
+    """Decoding options shared by the text methods."""
+
+    max_tokens: int = Field(512, ge=1)
+    """Most tokens each decoding agent generates."""
+    temperature: float = Field(0.0, ge=0.0)
+    """Sampling temperature; 0 is greedy."""
+    seed: int | None = None
+    """Seed for sampling (temperature > 0)."""
+
+    def sampling(self) -> Sampling:
+        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed)
+
+
+class SingleConfig(SamplingOptions):
+    """`single`: one model call with a chain-of-thought prompt."""
+
+
+@register
+class Single(MethodBase):
+    """One model call with a chain-of-thought prompt (the baseline every paper compares with)."""
+
     name = "single"
+    Config = SingleConfig
 
-    def __init__(self, model: ChatModel, max_tokens: int = 512, temperature: float = 0.0,
-                 budget: Budget | None = None, seed: int | None = None, **_: Any):
-        self.model = model
-        self.sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    def __init__(self, model: ChatModel, config: SingleConfig | None = None, *, budget: Budget | None = None,
+                 **options: Any):
+        super().__init__(model, config, budget=budget, **options)
+        self.sampling = self.config.sampling()
         self.role = load_team("single").final
-        self.budget = budget
-
-    def solve(self, task: Task) -> Answer:
-        return self.solve_batch([task])[0]
 
     def solve_batch(self, tasks: list[Task]) -> list[Answer]:
         convs = [self.role.messages(t.question, answer_format_of(t.meta)) for t in tasks]
@@ -44,7 +65,3 @@ class SingleModel:
                                            extra={"prompt": conv[-1]["content"], "finish_reason": c.finish_reason})])
                 for c, conv in zip(completions, convs, strict=True)]
 
-
-@register("single")
-def _make(model: ChatModel, **options: Any) -> SingleModel:
-    return SingleModel(model, **options)

@@ -11,16 +11,20 @@ Batching: roles that do not read each other's work form one stage, and every sta
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import Field
 
 from recursa.core.budget import Budget
-from recursa.core.errors import BudgetExceeded, ConfigError
+from recursa.core.errors import BudgetExceeded
 from recursa.core.trace import span
-from recursa.methods.base import AgentOutput, Answer, Task, register
+from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.prompts import Role, Team, answer_format_of, load_team
-from recursa.models.base import ChatModel, Conversation, Sampling
+from recursa.methods.single import SamplingOptions
+from recursa.models.base import ChatModel, Conversation
 
 PATTERNS = ("sequential", "hierarchical")
+Pattern = Literal["sequential", "hierarchical"]
 
 
 def stages(team: Team) -> list[list[Role]]:
@@ -35,23 +39,31 @@ def stages(team: Team) -> list[list[Role]]:
     return grouped
 
 
-class TextMAS:
+class TextMASConfig(SamplingOptions):
+    """`text-mas`: a team of roles on one model that hands its work on as text."""
+
+    pattern: Pattern = "sequential"
+    """Team: sequential (planner → critic → refiner → judger) or hierarchical (experts → summarizer)."""
+    max_tokens: int = Field(384, ge=1)
+    """Most tokens each agent generates."""
+    context_chars: int | None = Field(None, ge=1)
+    """Cut each earlier agent's text handed on to at most this many characters (None: keep all)."""
+
+
+@register
+class TextMAS(MethodBase):
+    """A team of roles on one model that hands its work on as text (the baseline LatentMAS compares with)."""
+
     name = "text-mas"
+    Config = TextMASConfig
 
-    def __init__(self, model: ChatModel, pattern: str = "sequential", max_tokens: int = 384,
-                 temperature: float = 0.0, context_chars: int | None = None, budget: Budget | None = None,
-                 seed: int | None = None, **_: Any):
-        if pattern not in PATTERNS:
-            raise ConfigError(f"text-mas pattern must be one of {', '.join(PATTERNS)}, got '{pattern}'")
-        self.model = model
-        self.pattern = pattern
-        self.team = load_team(pattern)
-        self.sampling = Sampling(max_tokens=max_tokens, temperature=temperature, seed=seed)
-        self.context_chars = context_chars
-        self.budget = budget
-
-    def solve(self, task: Task) -> Answer:
-        return self.solve_batch([task])[0]
+    def __init__(self, model: ChatModel, config: TextMASConfig | None = None, *, budget: Budget | None = None,
+                 **options: Any):
+        super().__init__(model, config, budget=budget, **options)
+        self.pattern = self.config.pattern
+        self.team = load_team(self.pattern)
+        self.sampling = self.config.sampling()
+        self.context_chars = self.config.context_chars
 
     def solve_batch(self, tasks: list[Task]) -> list[Answer]:
         started = time.perf_counter()
@@ -98,7 +110,3 @@ class TextMAS:
             self.budget.charge(tokens=sum(c.prompt_tokens + c.completion_tokens for c in completions),
                                calls=len(completions))
 
-
-@register("text-mas")
-def _make(model: ChatModel, **options: Any) -> TextMAS:
-    return TextMAS(model, **options)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+
+    from recursa.models.state import SequenceState
 
 Message = dict[str, str]          # {"role": "system" | "user" | "assistant", "content": "..."}
 Conversation = list[Message]
@@ -18,6 +23,7 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    ignore_eos: bool = False        # decode exactly max_tokens (speed benchmarks)
 
     def __post_init__(self) -> None:
         from recursa.core.errors import ConfigError
@@ -67,22 +73,48 @@ class LatentModel(Protocol):
     """White-box access: embeddings in, last hidden state out, a KV cache carried between calls.
 
     All batch state lives in a `SequenceState` (cache + attention mask + next positions per row), so several
-    agents can append to one shared working memory and the final one can decode text from it.
+    agents can append to one shared working memory and the final one can decode text from it. Hidden states are
+    the last layer's, after the final norm; every tensor lives on `device`.
+
+        state = model.new_state(B)
+        h = model.prefill(state, ids)                  # [B, H]   left-padded token ids
+        h = model.prefill_embeds(state, embeds)        # [B, H]   B sequences [L_i, H] of input embeddings
+        h = model.step_embeds(state, e)                # [B, H]   e: [B, 1, H], one latent step
+        texts = model.decode(state, ids, sampling)     # prefill ids, then generate; consumes the state
     """
 
     name: str
     hidden_size: int
+    device: torch.device
+    dtype: torch.dtype
 
     def chat_ids(self, conversation: Conversation, add_generation_prompt: bool = True) -> list[int]: ...
 
-    def new_state(self, batch_size: int) -> Any: ...
+    def followup_ids(self, user_content: str) -> list[int]: ...
 
-    def prefill(self, state: Any, ids: list[list[int]]) -> Any: ...
+    def detokenize(self, ids: list[int]) -> str: ...
 
-    def step_embeds(self, state: Any, embeds: Any) -> Any: ...
+    def new_state(self, batch_size: int) -> SequenceState: ...
 
-    def decode(self, state: Any, ids: list[list[int]], sampling: Sampling) -> list[Completion]: ...
+    def prefill(self, state: SequenceState, ids: list[list[int]]) -> torch.Tensor: ...
 
-    def input_embedding_matrix(self) -> Any: ...
+    def prefill_embeds(self, state: SequenceState, embeds: list[torch.Tensor]) -> torch.Tensor: ...
 
-    def output_embedding_matrix(self) -> Any: ...
+    def step_embeds(self, state: SequenceState, embeds: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, state: SequenceState, ids: list[list[int]], sampling: Sampling) -> list[Completion]: ...
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+    def input_embedding_matrix(self) -> torch.Tensor: ...
+
+    def output_embedding_matrix(self) -> torch.Tensor: ...
+
+
+def missing_latent_methods(model: object) -> list[str]:
+    """The `LatentModel` members `model` lacks ([] for a white-box model)."""
+    members = [name for name in dir(LatentModel) if not name.startswith("_")]
+    members += list(getattr(LatentModel, "__annotations__", {}))
+    return sorted({name for name in members if not hasattr(model, name)})

@@ -9,24 +9,24 @@ methods use after their latent steps.
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 import time
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 import transformers
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recursa.core.config import settings
 from recursa.core.errors import ContextTooLongError, ModelNotFoundError
 from recursa.core.trace import record_model_call
 from recursa.models import attention
 from recursa.models.base import Completion, Conversation, Sampling
+from recursa.models.devices import resolve_device, resolve_dtype
 from recursa.models.prefix_cache import PrefixCache
+from recursa.models.state import SequenceState
 
 PAD_QUANTUM = 16            # multi-token segments are left-padded to a multiple of this (batch invariance)
 ATTENTION_BYTES = 512 << 20   # bounds the eager attention matrix of one prefill chunk
@@ -57,46 +57,37 @@ def make_batch_invariant(model: torch.nn.Module) -> None:
             module.forward = types.MethodType(_batch_invariant_linear, module)
 
 
-@dataclass
-class SequenceState:
-    """A batch's working memory: KV cache, attention mask over every cached position, next RoPE position per row."""
+class _Row:
+    """One row's generated tokens and why it stopped."""
 
-    cache: DynamicCache
-    mask: torch.Tensor       # [B, T] long: 1 = real position, 0 = padding
-    next_pos: torch.Tensor   # [B] long: position id the next real token of each row gets
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.finish: str | None = None
+        self.cut_text: str | None = None      # the text up to a stop string, when one ended the row
 
-    @property
-    def batch_size(self) -> int:
-        return self.mask.shape[0]
+    def take(self, token: int, model: HFModel, sampling: Sampling, last: bool) -> bool:
+        """Add one sampled token; True while the row goes on."""
+        if token in model.eos_set and not sampling.ignore_eos:
+            self.finish = "stop"
+            return False
+        self.tokens.append(token)
+        if sampling.stop:
+            text = model.detokenize(self.tokens)
+            cut = min((text.find(s) for s in sampling.stop if s in text), default=-1)
+            if cut >= 0:
+                self.finish, self.cut_text = "stop", text[:cut]
+                return False
+        if last:
+            self.finish = "length"
+            return False
+        return True
 
-    @property
-    def length(self) -> int:
-        """Cached positions per row (padding included)."""
-        return self.mask.shape[1]
-
-    def nbytes(self) -> int:
-        return sum(layer.keys.numel() * layer.keys.element_size() + layer.values.numel() * layer.values.element_size()
-                   for layer in self.cache.layers if getattr(layer, "keys", None) is not None)
-
-    def keep_positions(self, index: torch.Tensor) -> None:
-        """Keep only the cached positions in `index` (1-D, ascending); keys keep their original RoPE phases."""
-        for layer in self.cache.layers:
-            if getattr(layer, "keys", None) is not None:
-                layer.keys = layer.keys.index_select(2, index)
-                layer.values = layer.values.index_select(2, index)
-        self.mask = self.mask.index_select(1, index)
-
-    def copy(self) -> SequenceState:
-        return SequenceState(copy.deepcopy(self.cache), self.mask.clone(), self.next_pos.clone())
-
-    def select_rows(self, rows: torch.Tensor) -> None:
-        self.cache.batch_select_indices(rows)
-        self.mask = self.mask.index_select(0, rows)
-        self.next_pos = self.next_pos.index_select(0, rows)
+    def text(self, tokenizer) -> str:
+        return self.cut_text if self.cut_text is not None else tokenizer.decode(self.tokens, skip_special_tokens=True)
 
 
 class HFModel:
-    """A transformers causal LM on CPU (bf16 by default)."""
+    """A transformers causal LM on any torch device (bf16 where the device supports it)."""
 
     def __init__(self, model, tokenizer, name: str):
         self.model = model
@@ -104,6 +95,8 @@ class HFModel:
         self.name = name
         self.config = model.config
         self.hidden_size: int = model.config.hidden_size
+        self.device: torch.device = next(model.parameters()).device
+        self.dtype: torch.dtype = next(model.parameters()).dtype
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         eos = {tokenizer.eos_token_id}
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
@@ -112,22 +105,34 @@ class HFModel:
             tid = tokenizer.convert_tokens_to_ids(special)
             if isinstance(tid, int) and tid != tokenizer.unk_token_id:
                 eos.add(tid)
-        self.eos_ids = torch.tensor(sorted(i for i in eos if i is not None))
+        self.eos_set = frozenset(i for i in eos if i is not None)
+        self.eos_ids = torch.tensor(sorted(self.eos_set), device=self.device)
         self.prefix_cache = PrefixCache(settings().prefix_cache_tokens)
 
     @classmethod
-    def from_path(cls, path: Path | str, name: str | None = None, dtype: str = "bfloat16") -> HFModel:
+    def from_path(cls, path: Path | str, name: str | None = None, dtype: str = "auto",
+                  device: str | None = None) -> HFModel:
+        """Load a transformers folder or hub id. `device`: auto | cpu | cuda | cuda:N | mps (default:
+        `RECURSA_DEVICE`, else auto); `dtype`: auto (bf16 where the device supports it) | bfloat16 | float16 |
+        float32."""
         threads = settings().threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         transformers.utils.logging.disable_progress_bar()
+        target = resolve_device(device or settings().device)
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, target))
         except OSError as exc:
             raise ModelNotFoundError(f"cannot load model '{path}': {str(exc).splitlines()[0]}") from exc
+        model.to(target)
         model.eval()
         make_batch_invariant(model)
         return cls(model, tokenizer, name or str(path))
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The underlying transformers model (for comparisons with its own `generate`)."""
+        return self.model
 
     # ---- text helpers -------------------------------------------------------------------------------
     @property
@@ -147,6 +152,9 @@ class HFModel:
 
     def chat_ids(self, conversation: Conversation, add_generation_prompt: bool = True) -> list[int]:
         return self.tokenizer.encode(self.chat_text(conversation, add_generation_prompt), add_special_tokens=False)
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def followup_ids(self, user_content: str) -> list[int]:
         """Tokens that close the assistant turn in progress, add a user turn and open the next assistant turn.
@@ -181,8 +189,7 @@ class HFModel:
         return self.model.get_output_embeddings()(hidden)
 
     def new_state(self, batch_size: int) -> SequenceState:
-        return SequenceState(DynamicCache(config=self.config), torch.zeros(batch_size, 0, dtype=torch.long),
-                             torch.zeros(batch_size, dtype=torch.long))
+        return SequenceState.empty(self.config, batch_size, self.device)
 
     @torch.inference_mode()
     def _forward(self, state: SequenceState, seg_mask: torch.Tensor, input_ids: torch.Tensor | None = None,
@@ -209,29 +216,48 @@ class HFModel:
             if row:
                 padded[i, width - len(row):] = torch.tensor(row)
                 seg_mask[i, width - len(row):] = 1
-        return padded, seg_mask
+        return padded.to(self.device), seg_mask.to(self.device)
+
+    def _prefill_chunk(self, state: SequenceState, width: int) -> int:
+        """Positions per prefill forward: bounded by the attention matrix and by PREFILL_TOKENS over all rows."""
+        bytes_per_query = 4 * state.batch_size * self.config.num_attention_heads * (state.length + width)
+        chunk = min(ATTENTION_BYTES // bytes_per_query, PREFILL_TOKENS // state.batch_size)
+        return max(PAD_QUANTUM, chunk // PAD_QUANTUM * PAD_QUANTUM)
 
     def prefill(self, state: SequenceState, ids: list[list[int]]) -> torch.Tensor:
         """Append a left-padded batch of token ids to the state; return the last position's hidden state [B, H]."""
         if len(ids) != state.batch_size:
             raise ValueError(f"prefill got {len(ids)} rows for a state of batch size {state.batch_size}")
         padded, seg_mask = self._pad_left(ids)
-        total = state.length + padded.shape[1]
-        bytes_per_query = 4 * state.batch_size * self.config.num_attention_heads * total
-        chunk = min(ATTENTION_BYTES // bytes_per_query, PREFILL_TOKENS // state.batch_size)
-        # Elementwise ops on [rows * chunk, 4.9k] activations are memory-bound once they leave the caches: a batch of
-        # 16 x 430 tokens in one forward took 2x the time of 16 single-row prefills; 512 tokens per forward is as fast.
-        chunk = max(PAD_QUANTUM, chunk // PAD_QUANTUM * PAD_QUANTUM)
+        chunk = self._prefill_chunk(state, padded.shape[1])
         hidden = None
         for start in range(0, padded.shape[1], chunk):
             end = start + chunk
             hidden = self._forward(state, seg_mask[:, start:end], input_ids=padded[:, start:end])
         return hidden[:, -1, :]
 
+    def prefill_embeds(self, state: SequenceState, embeds: list[torch.Tensor]) -> torch.Tensor:
+        """Append B sequences of input embeddings ([L_i, H] each, lengths may differ), left-padded like `prefill`;
+        return each row's last hidden state [B, H]. An empty row ([0, H]) adds only padding."""
+        if len(embeds) != state.batch_size:
+            raise ValueError(f"prefill_embeds got {len(embeds)} rows for a state of batch size {state.batch_size}")
+        _, seg_mask = self._pad_left([[0] * int(row.shape[0]) for row in embeds])
+        width = seg_mask.shape[1]
+        padded = torch.zeros(len(embeds), width, self.hidden_size, dtype=self.dtype, device=self.device)
+        for i, row in enumerate(embeds):
+            if row.shape[0]:
+                padded[i, width - row.shape[0]:] = row.to(self.device, self.dtype)
+        chunk = self._prefill_chunk(state, width)
+        hidden = None
+        for start in range(0, width, chunk):
+            end = start + chunk
+            hidden = self._forward(state, seg_mask[:, start:end], inputs_embeds=padded[:, start:end])
+        return hidden[:, -1, :]
+
     def step_embeds(self, state: SequenceState, embeds: torch.Tensor) -> torch.Tensor:
         """Feed one input embedding per row [B, 1, H] (a latent step); return the new last hidden state [B, H]."""
-        seg_mask = torch.ones(embeds.shape[0], embeds.shape[1], dtype=torch.long)
-        return self._forward(state, seg_mask, inputs_embeds=embeds.to(self.model.dtype))[:, -1, :]
+        seg_mask = torch.ones(embeds.shape[0], embeds.shape[1], dtype=torch.long, device=self.device)
+        return self._forward(state, seg_mask, inputs_embeds=embeds.to(self.device, self.dtype))[:, -1, :]
 
     # ---- decoding ---------------------------------------------------------------------------------------
     def _choose(self, logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
@@ -252,63 +278,49 @@ class HFModel:
 
         `cached_tokens`: prompt tokens the state already holds (reported in `prompt_tokens`); `remember`: the whole
         prompt of a single row, whose finished state the prefix cache keeps."""
-        batch = len(ids)
         longest = max(len(r) for r in ids) + state.length
         if longest + sampling.max_tokens > self.context_window:
             raise ContextTooLongError(
                 f"prompt of {longest} tokens + max_tokens {sampling.max_tokens} exceeds the context window of "
                 f"{self.context_window} tokens of {self.name}; shorten the prompt or lower max_tokens")
-        generator = None
-        if not sampling.greedy:
-            generator = torch.Generator().manual_seed(sampling.seed if sampling.seed is not None else
-                                                      int(time.time_ns() % 2**31))
         started = time.perf_counter()
         hidden = self.prefill(state, ids)
-        generated: list[list[int]] = [[] for _ in range(batch)]
-        finish: list[str | None] = [None] * batch
-        texts: list[str | None] = [None] * batch
-        active = torch.arange(batch)          # original row index of each row still in the state
+        rows = self._generate(state, hidden, sampling)
+        if remember is not None:
+            self.prefix_cache.store(remember, state)
+        completions = [Completion(text=row.text(self.tokenizer), finish_reason=row.finish or "length",
+                                  prompt_tokens=len(prompt) + cached_tokens, completion_tokens=len(row.tokens),
+                                  token_ids=row.tokens, cached_tokens=cached_tokens)
+                       for row, prompt in zip(rows, ids, strict=True)]
+        record_model_call(self.name, time.perf_counter() - started,
+                          sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
+                          batch_size=len(ids), cached_tokens=cached_tokens)
+        return completions
+
+    def _generator(self, sampling: Sampling) -> torch.Generator | None:
+        if sampling.greedy:
+            return None
+        seed = sampling.seed if sampling.seed is not None else int(time.time_ns() % 2**31)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _generate(self, state: SequenceState, hidden: torch.Tensor, sampling: Sampling) -> list[_Row]:
+        """The decode loop from the prefilled `hidden` [B, H]; finished rows leave the state as they stop."""
+        generator = self._generator(sampling)
+        rows = [_Row() for _ in range(state.batch_size)]
+        active = list(range(state.batch_size))          # original row index of each row still in the state
         for step in range(sampling.max_tokens):
             next_ids = self._choose(self.logits(hidden), sampling, generator)
-            keep = []
-            for j, row in enumerate(active.tolist()):
-                token = int(next_ids[j])
-                if bool((self.eos_ids == token).any()):
-                    finish[row] = "stop"
-                    continue
-                generated[row].append(token)
-                if sampling.stop:
-                    text = self.tokenizer.decode(generated[row], skip_special_tokens=True)
-                    cut = min((text.find(s) for s in sampling.stop if s in text), default=-1)
-                    if cut >= 0:
-                        finish[row], texts[row] = "stop", text[:cut]
-                        continue
-                if step == sampling.max_tokens - 1:
-                    finish[row] = "length"
-                    continue
-                keep.append(j)
+            keep = [j for j, (row, token) in enumerate(zip(active, next_ids.tolist(), strict=True))
+                    if rows[row].take(token, self, sampling, last=step == sampling.max_tokens - 1)]
             if not keep:
                 break
             if len(keep) < len(active):  # drop finished rows: later steps cost only what is still running
-                rows = torch.tensor(keep)
-                state.select_rows(rows)
-                active, next_ids = active[rows], next_ids[rows]
-            hidden = self._forward(state, torch.ones(len(active), 1, dtype=torch.long),
+                index = torch.tensor(keep, device=self.device)
+                state.select_rows(index)
+                active, next_ids = [active[j] for j in keep], next_ids[index]
+            hidden = self._forward(state, torch.ones(len(active), 1, dtype=torch.long, device=self.device),
                                    input_ids=next_ids[:, None])[:, -1, :]
-        if remember is not None:
-            self.prefix_cache.store(remember, state)
-        completions = []
-        for row in range(batch):
-            text = texts[row] if texts[row] is not None else self.tokenizer.decode(generated[row],
-                                                                                   skip_special_tokens=True)
-            completions.append(Completion(text=text, finish_reason=finish[row] or "length",
-                                          prompt_tokens=len(ids[row]) + cached_tokens,
-                                          completion_tokens=len(generated[row]),
-                                          token_ids=generated[row], cached_tokens=cached_tokens))
-        record_model_call(self.name, time.perf_counter() - started,
-                          sum(c.prompt_tokens for c in completions), sum(c.completion_tokens for c in completions),
-                          batch_size=batch, cached_tokens=cached_tokens)
-        return completions
+        return rows
 
     def generate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
         if not batch:

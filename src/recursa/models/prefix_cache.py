@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from recursa.models.hf import SequenceState
+    from recursa.models.state import SequenceState
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recursa.core.config import settings
 from recursa.core.errors import ModelNotFoundError
 from recursa.models.embedded import READY_MARKER, EmbeddedSpec, packages_installed, prepare_embedded
+
+if TYPE_CHECKING:
+    from recursa.models.hf import HFModel
 
 EMBEDDED: dict[str, EmbeddedSpec] = {
     spec.name: spec
@@ -82,9 +86,14 @@ def resolve_path(name: str, prepare: bool = True) -> Path | str:
     raise ModelNotFoundError(f"unknown model '{name}'; known names: {known}; or pass a model folder or a hub id")
 
 
-def load(name: str | None = None, dtype: str = "bfloat16"):
-    """Load a model by name as an `HFModel` (ChatModel + LatentModel)."""
+def load(name: str | None = None, *, device: str | None = None, dtype: str = "auto") -> HFModel:
+    """Load a model as an `HFModel` (ChatModel + LatentModel).
+
+    `name`: a registered name (`recursa models`; default: the embedded Qwen2.5-Coder-0.5B), a local transformers
+    folder or a hub id. `device`: auto | cpu | cuda | cuda:N | mps (default: `RECURSA_DEVICE`, else auto).
+    `dtype`: auto (bf16 where the device supports it) | bfloat16 | float16 | float32.
+    """
     from recursa.models.hf import HFModel
 
     name = canonical_name(name or settings().default_model)
-    return HFModel.from_path(resolve_path(name), name=name, dtype=dtype)
+    return HFModel.from_path(resolve_path(name), name=name, dtype=dtype, device=device)

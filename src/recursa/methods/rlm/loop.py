@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from pydantic import Field
+
 from recursa.core.budget import Budget
 from recursa.core.errors import BudgetExceeded, ConfigError, RecursaError
 from recursa.core.sandbox import BlockResult, PythonWorker
 from recursa.core.trace import span
-from recursa.methods.base import AgentOutput, Answer, Task
+from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
+from recursa.methods.config import MethodConfig
 from recursa.methods.rlm import parsing, prompting
 from recursa.methods.rlm.history import fit_history
 from recursa.models.base import ChatModel, Completion, Conversation, Sampling
@@ -63,30 +66,59 @@ class _Run:
     children: list[Answer] = field(default_factory=list)
 
 
-class RecursiveLM:
-    name = "rlm"
+class RLMConfig(MethodConfig):
+    """`rlm`: the context lives in a sandboxed Python REPL; the root model writes code over it."""
 
-    def __init__(self, model: ChatModel, *, sub_model: ChatModel | None = None, max_depth: int = 1,
-                 max_iterations: int = 12, budget: Budget | None = None, max_tokens: int = 512,
-                 temperature: float = 0.0, sub_max_tokens: int = 256, max_output_chars: int = 20_000,
-                 block_timeout: float = 30.0, memory_mb: int = 1024, max_chunk_tokens: int = 2000,
-                 history_tokens: int = 12_000, max_batch: int = 32, depth: int = 0, **_: Any):
-        if max_depth < 0 or max_iterations < 1:
-            raise ConfigError(f"rlm needs max_depth >= 0 and max_iterations >= 1 (got {max_depth}, {max_iterations})")
-        self.model = model
+    max_depth: int = Field(1, ge=0)
+    """Recursion depth: 0 = no sub-calls, 1 = `llm_query` sub-calls, 2+ = `rlm_query` runs child RLMs."""
+    max_iterations: int = Field(12, ge=1)
+    """Root-model turns before the run must answer."""
+    max_tokens: int = Field(512, ge=1)
+    """Most tokens per root-model reply."""
+    temperature: float = Field(0.0, ge=0.0)
+    """Root-model sampling temperature; 0 is greedy."""
+    seed: int | None = None
+    """Seed for sampling (temperature > 0)."""
+    sub_max_tokens: int = Field(256, ge=1)
+    """Most tokens per sub-call answer."""
+    max_output_chars: int = Field(20_000, ge=100)
+    """REPL output shown to the root model per block (the rest is cut)."""
+    block_timeout: float = Field(30.0, gt=0)
+    """Wall seconds one code block may run."""
+    memory_mb: int = Field(1024, ge=64)
+    """Address-space limit of the sandboxed REPL."""
+    max_chunk_tokens: int = Field(2000, ge=64)
+    """Largest chunk (in sub-model tokens) that `chunks()` hands out."""
+    history_tokens: int = Field(12_000, ge=512)
+    """Root transcript kept in the prompt (older turns are summarised away)."""
+    max_batch: int = Field(32, ge=1)
+    """Most prompts per batched sub-model call."""
+    system_prompt: str | None = None
+    """Replace the root's system prompt with this text (e.g. another scaffold's, to measure prompt vs loop)."""
+
+
+@register
+class RecursiveLM(MethodBase):
+    """A Recursive Language Model: the root model never sees the context; it works on it with code."""
+
+    name = "rlm"
+    Config = RLMConfig
+
+    def __init__(self, model: ChatModel, config: RLMConfig | None = None, *, budget: Budget | None = None,
+                 sub_model: ChatModel | None = None, depth: int = 0, **options: Any):
+        super().__init__(model, config, budget=budget, **options)
+        cfg = self.config
         self.sub_model = sub_model or model
-        self.max_depth, self.max_iterations, self.depth = max_depth, max_iterations, depth
-        self.budget = budget
+        self.max_depth, self.max_iterations, self.depth = cfg.max_depth, cfg.max_iterations, depth
         # Stop at the end of the first code block: small models otherwise go on to imagine its output and answer.
-        self.sampling = Sampling(max_tokens=max_tokens, temperature=temperature,
+        self.sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed,
                                  stop=(CLOSING_FENCE, "Output of your code:"))
-        self.sub_sampling = Sampling(max_tokens=sub_max_tokens, temperature=0.0)
-        self.max_output_chars, self.block_timeout, self.memory_mb = max_output_chars, block_timeout, memory_mb
-        self.max_chunk_tokens, self.history_tokens, self.max_batch = max_chunk_tokens, history_tokens, max_batch
+        self.sub_sampling = Sampling(max_tokens=cfg.sub_max_tokens, temperature=0.0)
+        self.max_output_chars, self.block_timeout, self.memory_mb = (cfg.max_output_chars, cfg.block_timeout,
+                                                                     cfg.memory_mb)
+        self.max_chunk_tokens, self.history_tokens, self.max_batch = (cfg.max_chunk_tokens, cfg.history_tokens,
+                                                                      cfg.max_batch)
         self._current_chunk = 8000
-        self.options = dict(max_tokens=max_tokens, temperature=temperature, sub_max_tokens=sub_max_tokens,
-                            max_output_chars=max_output_chars, block_timeout=block_timeout, memory_mb=memory_mb,
-                            max_chunk_tokens=max_chunk_tokens, history_tokens=history_tokens, max_batch=max_batch)
 
     @property
     def sub_calls_allowed(self) -> bool:
@@ -108,10 +140,9 @@ class RecursiveLM:
                   sub_model=self.sub_model.name, context_chars=prompting.context_chars(context),
                   chunk_chars=chunk) as rlm_span, self._worker(run, context, chunk) as worker:
             run.messages = [
-                {"role": "system", "content": prompting.system_prompt(context=context, chunk=chunk,
-                                                                      sub_calls=self.sub_calls_allowed,
-                                                                      recursive=self.depth + 1 < self.max_depth,
-                                                                      question=task.question)},
+                {"role": "system", "content": self.config.system_prompt or prompting.system_prompt(
+                    context=context, chunk=chunk, sub_calls=self.sub_calls_allowed,
+                    recursive=self.depth + 1 < self.max_depth, question=task.question)},
                 {"role": "user", "content": prompting.first_user(task.question, context)}]
             try:
                 self._loop(run, worker)
@@ -281,9 +312,9 @@ class RecursiveLM:
         if self.depth + 1 >= self.max_depth:  # deepest level: a plain model call, as in the paper
             text = prompt if context is None else f"{prompt}\n\n{prompting.context_text(context)}"
             return self._sub_generate(run, [text], "rlm_query->llm_query")[0]
-        child = RecursiveLM(self.model, sub_model=self.sub_model, max_depth=self.max_depth,
-                            max_iterations=max(3, self.max_iterations // 2), budget=run.budget.child(),
-                            depth=self.depth + 1, **self.options)
+        config = self.config.model_copy(update={"max_iterations": max(3, self.max_iterations // 2)})
+        child = RecursiveLM(self.model, config, sub_model=self.sub_model, budget=run.budget.child(),
+                            depth=self.depth + 1)
         with span("sub_call", "rlm_query", depth=self.depth + 1):
             answer = child.solve(Task(id=f"{run.task.id}/child{len(run.children) + 1}", question=prompt,
                                       context=context if context is not None else prompt))

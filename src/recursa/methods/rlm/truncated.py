@@ -5,23 +5,41 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pydantic import Field
+
+from recursa.core.budget import Budget
 from recursa.core.trace import span
-from recursa.methods.base import AgentOutput, Answer, Task
+from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.rlm.prompting import context_text
-from recursa.models.base import ChatModel, Sampling
+from recursa.methods.single import SamplingOptions
+from recursa.models.base import ChatModel
 
 SYSTEM = "You are a helpful assistant. Answer the question using the document."
 TEMPLATE = "Document:\n\"\"\"\n{context}\n\"\"\"\n\nQuestion: {question}\nReply with the answer only."
 TRUNCATION_NOTE = "\n[... document truncated: it does not fit the context window ...]"
 
 
-class TruncatedSingle:
-    name = "single-truncated"
+class TruncatedConfig(SamplingOptions):
+    """`single-truncated`: one call with the head of the context that fits the window."""
 
-    def __init__(self, model: ChatModel, max_tokens: int = 128, temperature: float = 0.0,
-                 max_context_tokens: int | None = None, **_: Any):
-        self.model = model
-        self.sampling = Sampling(max_tokens=max_tokens, temperature=temperature)
+    max_tokens: int = Field(128, ge=1)
+    """Most tokens of the answer."""
+    max_context_tokens: int | None = Field(None, ge=64)
+    """Treat the window as this many tokens (default: the model's own)."""
+
+
+@register
+class TruncatedSingle(MethodBase):
+    """The long-context baseline: one model call with as much of the context as fits the window."""
+
+    name = "single-truncated"
+    Config = TruncatedConfig
+
+    def __init__(self, model: ChatModel, config: TruncatedConfig | None = None, *, budget: Budget | None = None,
+                 **options: Any):
+        super().__init__(model, config, budget=budget, **options)
+        self.sampling = self.config.sampling()
+        max_context_tokens = self.config.max_context_tokens
         window = model.context_window if max_context_tokens is None else min(max_context_tokens,
                                                                               model.context_window)
         self.prompt_tokens = window - self.sampling.max_tokens - 32   # chat template markers
