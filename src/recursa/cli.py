@@ -119,6 +119,9 @@ def run(
     temperature: TemperatureOption = None,
     pattern: PatternOption = None,
     latent_steps: LatentStepsOption = None,
+    system: Annotated[str | None, typer.Option(help="recursive-mas: system file (YAML); default: the packaged "
+                                               "one.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="recursive-mas: rounds R.")] = None,
     realign: RealignOption = None,
     transfer: TransferOption = None,
     layout: LayoutOption = None,
@@ -138,7 +141,7 @@ def run(
 
     flags = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern, latent_steps=latent_steps,
                  realign=realign, transfer=transfer, layout=layout, max_depth=max_depth,
-                 max_iterations=max_iterations)
+                 max_iterations=max_iterations, system=system, rounds=rounds)
     try:
         cls = methods.method_class(method)
         options = method_options(flags, option)
@@ -331,6 +334,11 @@ def demo(
         table.add_row(escape(r.spec), *cells, f"{sum(r.correct)}/{len(tasks)}", str(r.decoded_tokens),
                       str(r.latent_steps), f"{r.seconds:.1f}", versus)
     Console().print(table)
+
+
+from recursa.cli_train import train_links  # noqa: E402  (defined apart; registered here)
+
+app.command("train-links")(train_links)
 
 
 def main() -> None:  # pragma: no cover

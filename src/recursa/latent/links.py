@@ -103,8 +103,10 @@ def model_record(model: Any) -> dict[str, Any]:
             "embedding_sha256": embedding_digest(model)}
 
 
-def save_link(link: Link, path: Path | str, source: Any, target: Any, **info: Any) -> Path:
-    """Write `link` (weights fp32) with the JSON record naming its source and target models."""
+def save_link(link: Link, path: Path | str, source: Any, target: Any, dtype: torch.dtype = torch.float32,
+              **info: Any) -> Path:
+    """Write `link` (weights in `dtype`; bf16 halves a shipped checkpoint) with the JSON record naming its source
+    and target models. Loading always gives fp32 modules."""
     kind = "inner" if isinstance(link, InnerLink) else "outer"
     if link.d_src != source.hidden_size or link.d_tgt != target.hidden_size:
         raise ConfigError(f"{kind} link {link.d_src}→{link.d_tgt} does not fit {source.name} "
@@ -113,7 +115,7 @@ def save_link(link: Link, path: Path | str, source: Any, target: Any, **info: An
               "d_tgt": link.d_tgt, "source": model_record(source), "target": model_record(target), "info": info}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().float().cpu().contiguous() for k, v in link.state_dict().items()}
+    tensors = {k: v.detach().to(dtype).cpu().contiguous() for k, v in link.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"recursa_link": json.dumps(record)})
     tmp.replace(path)
@@ -154,8 +156,20 @@ def load_link(path: Path | str, source: Any, target: Any) -> Link:
     expected = _INNER_KEYS if record["kind"] == "inner" else _OUTER_KEYS
     if set(tensors) != expected:
         raise ConfigError(f"{path}: keys {sorted(set(tensors) ^ expected)} differ from a {record['kind']} link's")
-    link.load_state_dict(tensors, strict=True)
+    link.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     return link.eval()
+
+
+def token_hidden_states(model: Any, ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Last-layer hidden states (after the final norm) at every position of one sequence, [T] ids or [T, H]
+    embeddings → [T, H]; differentiable with respect to `embeds` outside inference mode (link training)."""
+    module = model.module.model                                   # the transformers base model (HFModel.module)
+    length = int(ids.shape[0] if ids is not None else embeds.shape[0])
+    positions = torch.arange(length, device=model.device)[None]
+    mask = torch.ones(1, length, dtype=torch.long, device=model.device)
+    out = module(input_ids=None if ids is None else ids[None], attention_mask=mask, position_ids=positions,
+                 inputs_embeds=None if embeds is None else embeds[None].to(model.dtype), use_cache=False)
+    return out.last_hidden_state[0]
 
 
 # ---- ridge bridge ----------------------------------------------------------------------------------------------
@@ -189,9 +203,7 @@ def text_pairs(source: Any, target: Any, texts: list[str],
             continue
         src = source.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
         tgt = target.tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-        state = source.new_state(1)
-        hidden = source._forward(state, torch.ones(1, len(src["input_ids"]), dtype=torch.long, device=source.device),
-                                 input_ids=torch.tensor([src["input_ids"]], device=source.device))[0]   # [T, a]
+        hidden = token_hidden_states(source, torch.tensor(src["input_ids"], device=source.device))   # [T, a]
         if features is not None:
             hidden = features(hidden)
         emb = target.embed(torch.tensor(tgt["input_ids"], device=target.device))                     # [T', b]
