@@ -256,3 +256,28 @@ class RecursiveTextMAS(_RecursiveBase):
                             box[target][b].append(Message(message.sender, message.label, c.text))
             inbox = feedback
         raise AssertionError("unreachable: the final agent decodes in the last round")
+
+
+@torch.inference_mode()
+def reprefill_rollout(model: Any, rows: list[torch.Tensor], last_ids: list[list[int]], steps: int,
+                      aligner: Any) -> torch.Tensor:
+    """The release code's rollout, for comparison: every latent step re-runs the whole growing prefix without a
+    KV cache (quadratic in m). Same inputs as `embed_rows` gives; → hidden states h_0..h_{m−1} [B, m, H]."""
+    sequences = [torch.cat([row.to(model.dtype), model.embed(torch.tensor(last, device=model.device))])
+                 for row, last in zip(rows, last_ids, strict=True)]
+    hiddens = []
+    for _ in range(steps):
+        hidden = model.prefill_embeds(model.new_state(len(rows)), sequences)       # [B, H]
+        hiddens.append(hidden)
+        fed = aligner(hidden).to(model.dtype)                                      # [B, H]
+        sequences = [torch.cat([seq, fed[b:b + 1]]) for b, seq in enumerate(sequences)]
+    return torch.stack(hiddens, dim=1)
+
+
+@torch.inference_mode()
+def cached_rollout(model: Any, rows: list[torch.Tensor], last_ids: list[list[int]], steps: int,
+                   aligner: Any) -> torch.Tensor:
+    """What `recursive-mas` does: prefill once, then one forward per latent step on the KV cache → [B, m, H]."""
+    state = model.new_state(len(rows))
+    model.prefill_embeds(state, rows)
+    return latent_rollout(model, state, last_ids, steps, aligner, keep_latents=True).hidden_states

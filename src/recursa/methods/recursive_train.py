@@ -193,8 +193,8 @@ class LinkTrainer:
             nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             self.step += 1
-            history.append(float(loss))
-            self.progress("outer", self.step, float(loss))
+            history.append(loss.item())
+            self.progress("outer", self.step, history[-1])
             if self.step % self.settings.checkpoint_every == 0:
                 self.snapshot(optimizer)
                 write_losses(self.out_dir, self.history)
