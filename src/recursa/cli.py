@@ -126,6 +126,9 @@ def run(
     transfer: TransferOption = None,
     layout: LayoutOption = None,
     context: Annotated[Path | None, typer.Option(help="rlm: file holding the context (text or JSON).")] = None,
+    workspace: Annotated[str | None, typer.Option(help=_doc("aime", "workspace"))] = None,
+    knowledge: Annotated[str | None, typer.Option(help=_doc("aime", "knowledge"))] = None,
+    resume: Annotated[str | None, typer.Option(help=_doc("aime", "resume"))] = None,
     max_depth: MaxDepthOption = None,
     max_iterations: MaxIterationsOption = None,
     sub_model: Annotated[str | None, typer.Option(help="rlm: model for sub-calls (default: --model).")] = None,
@@ -141,7 +144,8 @@ def run(
 
     flags = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern, latent_steps=latent_steps,
                  realign=realign, transfer=transfer, layout=layout, max_depth=max_depth,
-                 max_iterations=max_iterations, system=system, rounds=rounds)
+                 max_iterations=max_iterations, system=system, rounds=rounds, workspace=workspace,
+                 knowledge=knowledge, resume=resume)
     try:
         cls = methods.method_class(method)
         options = method_options(flags, option)
@@ -152,6 +156,10 @@ def run(
                         max_depth=config.model_dump().get("max_depth"),
                         max_iterations=config.model_dump().get("max_iterations"))
         extra = {"sub_model": load_chat_model(sub_model, backend, base_url, device=device)} if sub_model else {}
+        if method == "aime" and not json_out:   # the board, redrawn live as it changes
+            from recursa.methods.aime.live import LiveBoard
+
+            extra["display"] = LiveBoard(console)
         answer = cls(chat_model, config, budget=budget, **extra).run(question, context=task_context,
                                                                     runs_dir=runs_dir)
     except RecursaError as exc:

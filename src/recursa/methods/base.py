@@ -137,7 +137,7 @@ class MethodBase:
 
 
 _METHODS: dict[str, type[MethodBase]] = {}
-BUILTIN_METHODS = ("single", "text_mas", "latent_mas", "rlm", "recursive_mas")
+BUILTIN_METHODS = ("single", "text_mas", "latent_mas", "rlm", "recursive_mas", "aime")
 
 
 def register(cls: type[MethodBase]) -> type[MethodBase]:

@@ -24,6 +24,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     ignore_eos: bool = False        # decode exactly max_tokens (speed benchmarks)
+    constraint: TokenConstraint | None = None   # restrict the next tokens (e.g. to a JSON schema); see below
 
     def __post_init__(self) -> None:
         from recursa.core.errors import ConfigError
@@ -40,6 +41,21 @@ class Sampling:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+@runtime_checkable
+class TokenConstraint(Protocol):
+    """Structured decoding: which tokens may come next.
+
+    The local backend calls `mask(generated, logits)` before choosing each token: `generated[i]` holds the ids row
+    i has generated so far and `logits[i]` its next-token logits [rows, V]; it returns the logits with forbidden
+    tokens at -inf. Rows are independent: a row's mask may depend only on its own ids. HTTP backends cannot mask;
+    they send `json_schema` (a dict, or None) as the server's JSON-schema response format where it has one.
+    """
+
+    json_schema: dict | None
+
+    def mask(self, generated: list[list[int]], logits: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass

@@ -309,7 +309,10 @@ class HFModel:
         rows = [_Row() for _ in range(state.batch_size)]
         active = list(range(state.batch_size))          # original row index of each row still in the state
         for step in range(sampling.max_tokens):
-            next_ids = self._choose(self.logits(hidden), sampling, generator)
+            logits = self.logits(hidden)
+            if sampling.constraint is not None:   # structured decoding: each row masked by its own tokens
+                logits = sampling.constraint.mask([rows[row].tokens for row in active], logits)
+            next_ids = self._choose(logits, sampling, generator)
             keep = [j for j, (row, token) in enumerate(zip(active, next_ids.tolist(), strict=True))
                     if rows[row].take(token, self, sampling, last=step == sampling.max_tokens - 1)]
             if not keep:

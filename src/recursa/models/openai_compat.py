@@ -56,6 +56,7 @@ class OpenAIChatModel:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: openai.AsyncOpenAI | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._json_schema_ok = True         # until the server rejects a JSON-schema response_format
 
     # ---- the private event loop -------------------------------------------------------------------------
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
@@ -150,9 +151,20 @@ class OpenAIChatModel:
             params["stop"] = list(sampling.stop)
         if sampling.seed is not None:
             params["seed"] = sampling.seed
+        schema = getattr(sampling.constraint, "json_schema", None)
+        if schema and self._json_schema_ok:  # the server constrains decoding; callers still validate the reply
+            params["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "reply", "schema": schema, "strict": True}}
         async with semaphore:
             started = time.perf_counter()
-            response = await self._with_retries(lambda: client.chat.completions.create(**params))
+            try:
+                response = await self._with_retries(lambda: client.chat.completions.create(**params))
+            except BackendError as exc:
+                if "response_format" not in params or "400" not in str(exc):
+                    raise
+                self._json_schema_ok = False    # a server without JSON-schema output: send plain requests
+                params.pop("response_format")
+                response = await self._with_retries(lambda: client.chat.completions.create(**params))
             seconds = time.perf_counter() - started
         if not response.choices:
             raise BackendError(f"{self.base_url or 'OpenAI'} returned no choices for model '{self.name}'")

@@ -1,0 +1,115 @@
+"""The dynamic actor (paper §5): a ReAct loop (thought → one tool call → observation) for one subtask.
+
+Besides its toolkits an actor has `update_progress(status, message)`, which writes to the board while it works,
+and `finish(status, summary, pointers)`, its structured report. Guards end the loop early with what it has (the
+planner decides what next): a step cap, a repeated identical tool call (the first repeat is refused with a warning,
+the next one stops the actor), and no progress (no new, successful observation) for K steps in a row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from recursa.core.budget import Budget
+from recursa.core.errors import BudgetExceeded
+from recursa.core.trace import span
+from recursa.methods.aime.board import ProgressBoard, Report
+from recursa.methods.aime.factory import ActorSpec
+from recursa.methods.aime.structured import ask
+from recursa.methods.aime.toolkits import ToolFailure
+from recursa.models.base import ChatModel, Completion, Sampling
+
+GUARDS = ("step_cap", "repeat", "no_progress")
+
+
+@dataclass(frozen=True)
+class ActorLimits:
+    max_steps: int = 8
+    max_repeats: int = 2            # identical calls refused before the repeat guard fires
+    stall_steps: int = 4            # K: steps in a row without progress
+    observation_chars: int = 1500
+    history_steps: int = 6          # tool turns kept in the prompt
+    retries: int = 2                # invalid (unparseable) replies answered before a step is lost
+
+
+@dataclass
+class ActorResult:
+    report: Report
+    completions: list[Completion] = field(default_factory=list)
+    invalid_replies: int = 0
+
+
+def _trim(messages: list[dict[str, str]], keep_steps: int) -> list[dict[str, str]]:
+    head, turns = messages[:2], messages[2:]
+    return head + turns[-2 * keep_steps:] if keep_steps else head
+
+
+def _run_tool(spec: ActorSpec, name: str, args: dict) -> tuple[str, bool]:
+    tool = spec.tools[name]
+    with span("tool", name, task_id=spec.task.id, args=json.dumps(args)[:300]) as s:
+        try:
+            text, ok = tool.run(tool.args(**args)), True
+        except BudgetExceeded:
+            raise
+        except ToolFailure as exc:
+            text, ok = f"Error: {exc}", False
+        except Exception as exc:  # noqa: BLE001 - a broken tool is an observation, never a lost run
+            text, ok = f"Error: {type(exc).__name__}: {exc}", False
+        if s is not None:
+            s.set(ok=ok, observation=text[:300])
+    return text, ok
+
+
+def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: Budget, sampling: Sampling,
+              limits: ActorLimits) -> ActorResult:
+    result = ActorResult(Report(spec.task.id, "failed", ""))
+    messages = [{"role": "system", "content": spec.system}, {"role": "user", "content": spec.user}]
+    calls: dict[str, int] = {}
+    seen: set[str] = set()
+    useful: list[str] = []
+    stall, guard, step = 0, "step_cap", 0
+    for step in range(1, limits.max_steps + 1):
+        budget.check()
+        reply = ask(model, _trim(messages, limits.history_steps), spec.adapter, sampling, budget, limits.retries)
+        result.completions += reply.completions
+        result.invalid_replies += len(reply.errors)
+        progress = False
+        if reply.value is None:
+            observation = f"Error: your reply was not valid ({reply.errors[-1]}). Reply with one JSON tool call."
+        else:
+            call = reply.value.model_dump()
+            name = call.pop("tool")
+            call.pop("thought", None)
+            if name == "finish":
+                pointers = [p for p in dict.fromkeys([*call["pointers"], *spec.env.written]) if p]
+                result.report = Report(spec.task.id, call["status"], call["summary"], pointers, step)
+                return result
+            if name == "update_progress":
+                board.progress(spec.task.id, call["status"], call["message"])
+                observation, progress = "noted on the board", call["status"] == "milestone"
+            else:
+                key = name + json.dumps(call, sort_keys=True)
+                calls[key] = calls.get(key, 0) + 1
+                if calls[key] > limits.max_repeats:
+                    guard = "repeat"
+                    break
+                if calls[key] > 1:
+                    observation = ("You already made this exact call and saw its result. Do something different, "
+                                   "or finish.")
+                else:
+                    observation, ok = _run_tool(spec, name, call)
+                    progress = ok and (observation not in seen or spec.tools[name].writes)
+                    seen.add(observation)
+                    if ok:
+                        useful.append(f"{name}: {observation[:300]}")
+        stall = 0 if progress else stall + 1
+        messages += [{"role": "assistant", "content": reply.text},
+                     {"role": "user", "content": "Observation: " + observation[:limits.observation_chars]}]
+        if stall >= limits.stall_steps:
+            guard = "no_progress"
+            break
+    summary = f"stopped by the {guard} guard after {step} steps. " + (
+        "What it found: " + " | ".join(useful[-3:]) if useful else "It found nothing useful.")
+    result.report = Report(spec.task.id, "failed", summary, list(spec.env.written), step, guard)
+    return result

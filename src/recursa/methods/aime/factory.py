@@ -1,0 +1,93 @@
+"""The actor factory (paper §4): one actor per dispatched subtask, assembled from data.
+
+    actor = (model, toolkits, prompt, memory);  prompt = persona + tool descriptions + knowledge + environment +
+    output format
+
+Toolkits are the bundles the planner chose for the task (the workspace always comes along: reports point at files);
+knowledge is what BM25 retrieves for the task's title and criteria; the environment is the date, the workspace's
+files and the actor's limits.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, create_model
+
+from recursa.methods.aime.board import BoardTask, ProgressBoard
+from recursa.methods.aime.planner import fill
+from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit, build
+from recursa.methods.aime.toolkits.workspace import list_files
+
+THOUGHT_CHARS = 240
+
+
+class ProgressArgs(BaseModel):
+    status: Literal["milestone", "blocked"]
+    message: str = Field(max_length=300)
+
+
+class FinishArgs(BaseModel):
+    status: Literal["done", "failed"]
+    summary: str = Field(max_length=600)
+    pointers: list[str] = Field(max_length=5)
+
+
+@dataclass
+class ActorSpec:
+    """Everything one actor is made of."""
+
+    task: BoardTask
+    system: str
+    user: str
+    toolkits: list[Toolkit]
+    tools: dict[str, Tool]
+    adapter: TypeAdapter            # the schema of one reply: a call of one of `tools`
+    env: ToolEnv
+
+    def close(self) -> None:
+        for kit in self.toolkits:
+            kit.close()
+
+
+def step_adapter(tools: list[Tool]) -> TypeAdapter:
+    """One reply = {"thought", "tool": <name>, ...that tool's arguments}: a union discriminated by `tool`."""
+    variants = []
+    for tool in tools:
+        fields: dict[str, Any] = {"thought": (str, Field(max_length=THOUGHT_CHARS)), "tool": (Literal[tool.name], ...)}
+        fields.update({name: (info.annotation, info) for name, info in tool.args.model_fields.items()})
+        variants.append(create_model(f"Call_{tool.name}", **fields))
+    if len(variants) == 1:
+        return TypeAdapter(variants[0])
+    union = variants[0]
+    for variant in variants[1:]:
+        union = union | variant
+    return TypeAdapter(Annotated[union, Field(discriminator="tool")])
+
+
+def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, max_steps: int) -> ActorSpec:
+    names = list(dict.fromkeys([*task.toolkits, "workspace"]))
+    kits = build(names, env)
+    tools = [tool for kit in kits for tool in kit.tools]
+    builtin = [Tool("update_progress", "", ProgressArgs, lambda a: ""), Tool("finish", "", FinishArgs, lambda a: "")]
+    described = "\n".join(f"- {t.name}({', '.join(t.args.model_fields)}): {t.description}" for t in tools)
+    knowledge = ""
+    if env.knowledge is not None:
+        found = env.knowledge.search(f"{task.title} {task.criteria}", k=3)
+        if found:
+            knowledge = "Knowledge found for this task:\n" + "\n".join(f"[{p.source}] {p.text}" for p in found) + "\n"
+    files = ", ".join(list_files(env.workspace)) or "none"
+    environment = (f"date {time.strftime('%Y-%m-%d')}; workspace files: {files}; at most {max_steps} tool calls; "
+                   "no internet.")
+    system = fill("actor", role=task.role or "a careful assistant", tools=described,
+                                       knowledge=knowledge, environment=environment)
+    earlier = [t for t in board.tasks() if t.status == "done" and t.id != task.id]
+    lines = [f"- task {t.id} ({t.title}): {t.result}" + (f" [files: {', '.join(t.pointers)}]" if t.pointers else "")
+             for t in earlier]
+    user = fill("actor_task", title=task.title, criteria=task.criteria or "the task is complete",
+                                          goal=goal, earlier=("Results of earlier tasks:\n" + "\n".join(lines))
+                                          if lines else "")
+    all_tools = tools + builtin
+    return ActorSpec(task, system, user, kits, {t.name: t for t in all_tools}, step_adapter(all_tools), env)

@@ -1,0 +1,132 @@
+"""The dynamic planner (paper §3): (goal, board, reports) → (tasks to add, next action), one structured reply.
+
+The planner's only view of the run is the board; its reply is a `PlannerDecision` (pydantic), decoded under the
+schema (see structured.py). A reply that names a task that does not exist, or finishes without an answer, is
+corrected here rather than trusted (coordinators that assign work to non-existent workers are a known bug class).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, Field, TypeAdapter
+
+from recursa.core.budget import Budget
+from recursa.methods.aime.board import BoardTask, ProgressBoard
+from recursa.methods.aime.structured import Reply, ask
+from recursa.methods.aime.toolkits import TOOLKITS
+from recursa.models.base import ChatModel, Sampling
+
+ToolkitName = Literal["python", "workspace", "knowledge", "long-context", "latent-team"]
+TOOLKIT_DOCS = {
+    "python": "python: run Python code (data files of the workspace are in its folder; it can compute and write files)",
+    "workspace": "workspace: read, write and list the workspace's files",
+    "knowledge": "knowledge: search reference documents and facts given with the goal",
+    "long-context": "long-context: ask a question about a very long workspace file",
+    "latent-team": "latent-team: hand a hard reasoning question to a team of reasoners",
+}
+assert tuple(TOOLKIT_DOCS) == TOOLKITS
+
+
+class PlanTask(BaseModel):
+    id: str = Field(max_length=8)
+    title: str = Field(max_length=240)
+    criteria: str = Field(max_length=160)
+    toolkits: list[ToolkitName] = Field(max_length=3)
+    role: str = Field(max_length=40)
+
+
+class PlannerDecision(BaseModel):
+    thought: str = Field(max_length=200)
+    add: list[PlanTask] = Field(max_length=5)
+    action: Literal["dispatch", "finish", "give_up"]
+    task_id: str = Field(max_length=8)
+    answer: str = Field(max_length=400)
+
+
+DECISION = TypeAdapter(PlannerDecision)
+
+
+@lru_cache(maxsize=1)
+def prompts() -> dict[str, str]:
+    return yaml.safe_load(resources.files("recursa.methods.aime").joinpath("prompts.yaml").read_text())
+
+
+def fill(name: str, **values: str) -> str:
+    """Prompt `name` with its {placeholders} replaced (other braces, as in JSON examples, stay as they are)."""
+    text = prompts()[name]
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", value)
+    return text
+
+
+@dataclass
+class Step:
+    """What the run does next, after the planner's reply has been checked against the board."""
+
+    action: Literal["dispatch", "finish", "give_up"]
+    task: BoardTask | None = None
+    answer: str = ""
+    added: int = 0
+    reply: Reply | None = None
+    corrected: str | None = None      # why the planner's own choice was overridden
+
+
+class Planner:
+    def __init__(self, model: ChatModel, toolkits: list[str], sampling: Sampling, retries: int = 2):
+        self.model, self.toolkits, self.sampling, self.retries = model, toolkits, sampling, retries
+
+    def messages(self, goal: str, board: ProgressBoard, note: str = "") -> list[dict[str, str]]:
+        docs = "\n  ".join(f"- {TOOLKIT_DOCS[name]}" for name in self.toolkits)
+        reports = board.reports()[-4:]
+        lines = [f"- task {r.task_id}: {r.status}" + (f" (stopped: {r.guard})" if r.guard else "")
+                 + f": {r.summary[:300]}" for r in reports]
+        step = fill("planner_step", goal=goal, board=board.markdown(), reports="\n".join(lines)
+                                                or "(none yet)", note=note)
+        return [{"role": "system", "content": fill("planner", toolkits=docs)},
+                {"role": "user", "content": step}]
+
+    def step(self, goal: str, board: ProgressBoard, budget: Budget, note: str = "") -> Step:
+        reply = ask(self.model, self.messages(goal, board, note), DECISION, self.sampling, budget, self.retries)
+        decision: PlannerDecision | None = reply.value
+        if decision is None:   # every attempt invalid: keep going with the board as it is
+            return self._fallback(board, reply, "the planner's reply was not valid")
+        added = 0
+        for item in decision.add:
+            toolkits = [name for name in item.toolkits if name in self.toolkits] or ["python", "workspace"]
+            board.add_task(BoardTask(item.id.strip() or "", item.title, item.criteria, None, toolkits,
+                                     item.role or "a careful assistant"))
+            added += 1
+        if decision.action == "finish":
+            answer = decision.answer.strip() or _last_result(board)
+            pending = board.next_pending()
+            if pending is not None and added:   # finishing while adding work contradicts itself: do the work
+                return Step("dispatch", pending, added=added, reply=reply, corrected="finish with new tasks")
+            return Step("finish", answer=answer, added=added, reply=reply)
+        if decision.action == "give_up":
+            return Step("give_up", answer=decision.answer.strip() or "the planner gave up", added=added, reply=reply)
+        task = board.task(decision.task_id.strip())
+        if task is not None and task.status == "pending":
+            return Step("dispatch", task, added=added, reply=reply)
+        fallback = self._fallback(board, reply, f"task {decision.task_id!r} is not pending")
+        fallback.added = added
+        return fallback
+
+    @staticmethod
+    def _fallback(board: ProgressBoard, reply: Reply, why: str) -> Step:
+        pending = board.next_pending()
+        if pending is not None:
+            return Step("dispatch", pending, reply=reply, corrected=why)
+        if any(t.status == "done" for t in board.tasks()) and all(
+                t.status in ("done", "blocked") for t in board.tasks()):
+            return Step("finish", answer=_last_result(board), reply=reply, corrected=why)
+        return Step("give_up", answer=f"no task to run ({why})", reply=reply, corrected=why)
+
+
+def _last_result(board: ProgressBoard) -> str:
+    done = [t for t in board.tasks() if t.status == "done" and t.result]
+    return done[-1].result if done else ""

@@ -1,0 +1,91 @@
+"""`python`: run Python in the sandbox (core/sandbox.py `PythonWorker`), with the workspace's files as its cwd.
+
+The worker keeps its variables between calls. Its work directory is a copy of the workspace: files are copied in
+before each block and new or changed files are copied back after it (never through links), so code reads and
+writes workspace files by relative name while the sandbox still sees nothing else of the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from recursa.core.sandbox import PythonWorker
+from recursa.methods.aime.toolkits import Tool, ToolEnv, ToolFailure, Toolkit
+from recursa.methods.aime.toolkits.workspace import list_files, resolve
+
+MAX_FILE_BYTES = 5_000_000
+_INTERNAL = {"worker.log"}
+
+
+class PythonArgs(BaseModel):
+    code: str = Field(max_length=1500)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class WorkspaceSync:
+    """Copies workspace files into the worker's directory and new or changed ones back."""
+
+    def __init__(self, env: ToolEnv, workdir: Path):
+        self.env, self.workdir = env, workdir
+        self.known: dict[str, str] = {}
+
+    def push(self) -> None:
+        for relative in list_files(self.env.workspace):
+            source = self.env.workspace.resolve() / relative
+            if source.stat().st_size > MAX_FILE_BYTES:
+                continue
+            digest = _digest(source)
+            if self.known.get(relative) != digest:
+                target = self.workdir / relative
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                self.known[relative] = digest
+
+    def pull(self) -> list[str]:
+        changed = []
+        for path in sorted(self.workdir.rglob("*")):
+            relative = str(path.relative_to(self.workdir))
+            if (path.is_symlink() or not path.is_file() or relative in _INTERNAL or relative.startswith(".")
+                    or "__pycache__" in relative or path.stat().st_size > MAX_FILE_BYTES):
+                continue
+            digest = _digest(path)
+            if self.known.get(relative) == digest:
+                continue
+            try:
+                target = resolve(self.env.workspace, relative)
+            except ToolFailure:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            self.known[relative] = digest
+            changed.append(relative)
+            if relative not in self.env.written:
+                self.env.written.append(relative)
+        return changed
+
+
+def toolkit(env: ToolEnv) -> Toolkit:
+    worker = PythonWorker(timeout=float(env.options.get("block_timeout", 20.0)), max_output_chars=2000)
+    sync = WorkspaceSync(env, worker.workdir)
+
+    def run(args: PythonArgs) -> str:
+        sync.push()
+        result = worker.execute(args.code)
+        changed = sync.pull()
+        text = result.text()
+        if changed:
+            text += f"\n(files written: {', '.join(changed)})"
+        if not result.ok:
+            raise ToolFailure(text)
+        return text
+
+    return Toolkit("python", "run Python code (a persistent session; the workspace files are in its folder)",
+                   [Tool("run_python", "run Python code; print() what you need to see", PythonArgs, run, writes=False)],
+                   close=worker.close)

@@ -1,0 +1,207 @@
+"""Aime's orchestration with a scripted model (tests/fakes.py): board, planner, guards, resume, parsing, workspace.
+
+The scripted model only drives the control flow; whether Aime solves anything is tested with the embedded model
+in test_aime_model.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakes import ScriptedModel
+
+from recursa.core.trace import Tracer
+from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
+from recursa.methods.aime.toolkits import ToolFailure
+from recursa.methods.aime.toolkits.workspace import resolve
+from recursa.methods.base import create
+
+
+def plan(*tasks: tuple[str, str], action: str = "dispatch", task_id: str = "1", answer: str = "") -> str:
+    add = [{"id": i, "title": t, "criteria": "done", "toolkits": ["workspace"], "role": "clerk"} for i, t in tasks]
+    return json.dumps({"thought": "t", "add": add, "action": action, "task_id": task_id, "answer": answer})
+
+
+def call(tool: str, **args) -> str:
+    return json.dumps({"thought": "t", "tool": tool, **args})
+
+
+def finish(status: str = "done", summary: str = "ok", pointers: list[str] | None = None) -> str:
+    return call("finish", status=status, summary=summary, pointers=pointers or [])
+
+
+def aime(model, tmp_path: Path, **options):
+    return create("aime", model, workspace=str(tmp_path / "ws"), board_dir=str(tmp_path / "boards"), **options)
+
+
+def test_board_persists_renders_and_traces_every_change(tmp_path):
+    with Tracer.start(runs_dir=tmp_path) as tracer:
+        board = ProgressBoard(tmp_path / "b.sqlite")
+        board.set_meta("goal", "bake")
+        board.add_task(BoardTask("1", "mix", "dough is smooth"))
+        board.add_task(BoardTask("1", "knead", parent="1"))           # a reused id gets a suffix
+        board.set_status("1", "running")
+        board.progress("1", "milestone", "flour in")
+        board.add_report(Report("1", "done", "mixed", ["dough.txt"], 3))
+        board.set_status("1", "done", result="mixed", pointers=["dough.txt"])
+        board.close()
+    again = ProgressBoard(tmp_path / "b.sqlite")
+    assert [t.id for t in again.tasks()] == ["1", "1.2"]
+    assert again.markdown().splitlines()[1:] == ["- [x] 1. mix (done when: dough is smooth) -> mixed [dough.txt]",
+                                                 "  - [ ] 1.2. knead"]
+    assert again.reports()[0].pointers == ["dough.txt"] and again.messages("1") == [("milestone", "flour in")]
+    events = [json.loads(line) for line in tracer.path.read_text().splitlines()]
+    assert [e["name"] for e in events if e["kind"] == "board"] == ["meta", "add_task", "add_task", "status",
+                                                                   "progress", "report", "status"]
+    again.set_status("1.2", "running")
+    assert again.recover() == ["1.2"] and again.task("1.2").status == "pending"
+
+
+def test_replans_after_a_failed_subtask(tmp_path):
+    model = ScriptedModel([
+        plan(("1", "Read data.txt")),
+        call("read_file", path="data.txt"),
+        finish("failed", "data.txt does not exist"),
+        plan(("2", "Write data.txt with 42"), task_id="2"),
+        call("write_file", path="data.txt", content="42"),
+        finish("done", "wrote 42", ["data.txt"]),
+        plan(action="finish", answer="42"),
+    ])
+    answer = aime(model, tmp_path).run("Put 42 in data.txt")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status) for t in board.tasks()] == [("1", "failed"), ("2", "done")]
+    assert answer.text == "42" and answer.meta["replans"] == 1 and answer.meta["state"] == "finished"
+    assert (tmp_path / "ws" / "data.txt").read_text() == "42"
+    assert board.task("2").pointers == ["data.txt"]
+    assert "no file 'data.txt'" in model.root_prompts[2][-1]["content"]   # the actor saw the tool's error
+
+
+@pytest.mark.parametrize("guard, script", [
+    ("step_cap", [call("write_file", path=f"f{i}.txt", content="x") for i in range(3)]),
+    ("repeat", [call("list_files")] * 3),
+    ("no_progress", [call("read_file", path=f"missing{i}.txt") for i in range(2)]),
+])
+def test_each_guard_stops_the_actor_and_the_planner_decides(tmp_path, guard, script):
+    model = ScriptedModel([plan(("1", "work")), *script, plan(action="give_up", answer="stuck")])
+    answer = aime(model, tmp_path, max_steps=3, stall_steps=2).run("goal")
+    board = ProgressBoard(answer.meta["board"])
+    report = board.reports()[0]
+    assert report.guard == guard and report.status == "failed" and board.task("1").status == "failed"
+    assert answer.meta["guards"][guard] == 1 and answer.meta["state"] == "gave_up" and answer.text == "stuck"
+    if guard == "step_cap":
+        assert report.pointers == ["f0.txt", "f1.txt", "f2.txt"]       # it returns what it has
+
+
+def test_malformed_replies_are_answered_and_recovered(tmp_path):
+    model = ScriptedModel([
+        "Sure! First we should read the file.",                       # planner: no JSON at all
+        "```json\n" + plan(("1", "Write a.txt")) + "\n```",           # fenced: recovered by the parser
+        '{"thought": "t", "tool": "write_file", "path": "a.txt"}',   # missing argument
+        call("write_file", path="a.txt", content="hi"),
+        finish(pointers=["a.txt"]),
+        plan(action="finish", answer="written"),
+    ])
+    answer = aime(model, tmp_path).run("Write hi to a.txt")
+    assert answer.text == "written" and answer.meta["invalid_replies"] == 2
+    assert "not valid" in model.root_prompts[1][-1]["content"]
+    assert (tmp_path / "ws" / "a.txt").read_text() == "hi"
+
+
+def test_planner_mistakes_are_corrected_against_the_board(tmp_path):
+    model = ScriptedModel([plan(("1", "Write a.txt"), task_id="9"), call("write_file", path="a.txt", content="x"),
+                           finish(), plan(action="dispatch", task_id="1")])     # 1 is done: nothing left -> finish
+    answer = aime(model, tmp_path).run("goal")
+    assert answer.meta["planner_corrections"] == 2 and answer.meta["state"] == "finished"
+
+
+def test_workspace_refuses_escapes(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    (tmp_path / "secret.txt").write_text("s")
+    (ws / "link").symlink_to(tmp_path)
+    (ws / "sub" / "file.txt").symlink_to(tmp_path / "secret.txt")
+    for bad in ("../secret.txt", "/etc/passwd", "sub/../../secret.txt", "link/secret.txt", "sub/file.txt", ""):
+        with pytest.raises(ToolFailure):
+            resolve(ws, bad)
+    assert resolve(ws, "sub/new.txt") == ws.resolve() / "sub" / "new.txt"
+    model = ScriptedModel([plan(("1", "escape")), call("write_file", path="../evil.txt", content="x"),
+                           call("write_file", path="link/evil.txt", content="x"), finish("failed", "refused"),
+                           plan(action="give_up", answer="refused")])
+    aime(model, tmp_path).run("goal")
+    assert not (tmp_path / "evil.txt").exists()
+    assert "refused" in model.root_prompts[2][-1]["content"] and "refused" in model.root_prompts[3][-1]["content"]
+
+
+_CRASHING_RUN = """
+import json, sys, time
+sys.path.insert(0, {tests!r})
+from fakes import ScriptedModel
+from recursa.methods.base import create
+
+def call(tool, **a):
+    return json.dumps({{"thought": "t", "tool": tool, **a}})
+
+class Hangs(ScriptedModel):
+    def generate(self, batch, sampling):
+        if not self.replies:
+            print("hanging", flush=True)
+            time.sleep(600)
+        return super().generate(batch, sampling)
+
+add = [{{"id": i, "title": t, "criteria": "c", "toolkits": ["workspace"], "role": "r"}}
+       for i, t in (("1", "a"), ("2", "b"))]
+model = Hangs([json.dumps({{"thought": "t", "add": add, "action": "dispatch", "task_id": "1", "answer": ""}}),
+               call("write_file", path="a.txt", content="A"),
+               call("finish", status="done", summary="wrote A", pointers=["a.txt"]),
+               json.dumps({{"thought": "t", "add": [], "action": "dispatch", "task_id": "2", "answer": ""}}),
+               call("write_file", path="b_partial.txt", content="half")])
+create("aime", model, workspace={ws!r}, board_dir={boards!r}).run("write a then b")
+"""
+
+
+def test_resume_after_kill_9_mid_task_redoes_nothing_finished(tmp_path):
+    ws, boards = tmp_path / "ws", tmp_path / "boards"
+    script = _CRASHING_RUN.format(tests=str(Path(__file__).parent), ws=str(ws), boards=str(boards))
+    env = {**os.environ, "RECURSA_RUNS_DIR": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout.readline().strip() == "hanging"      # task 2's actor is waiting for its next reply
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    run_id = next(boards.iterdir()).name
+    board = ProgressBoard(boards / run_id / "board.sqlite")
+    assert [t.status for t in board.tasks()] == ["done", "running"]
+    board.close()
+    model = ScriptedModel([plan(task_id="2"), call("write_file", path="b.txt", content="B"), finish(pointers=["b.txt"]),
+                           plan(action="finish", answer="A and B")])
+    answer = create("aime", model, board_dir=str(boards), resume=run_id).run("ignored: the board has the goal")
+    board = ProgressBoard(answer.meta["board"])
+    assert answer.text == "A and B" and [t.status for t in board.tasks()] == ["done", "done"]
+    assert [r.task_id for r in board.reports()] == ["1", "2"]           # task 1's report survived, not redone
+    assert "interrupted" in [status for status, _ in board.messages("2")]
+    assert "write a then b" in model.root_prompts[0][1]["content"]     # the goal came from the board
+    assert "wrote A" in model.root_prompts[1][1]["content"]            # task 2's actor sees task 1's result
+    assert (ws / "a.txt").read_text() == "A" and (ws / "b_partial.txt").exists() and (ws / "b.txt").exists()
+    again = create("aime", ScriptedModel([]), board_dir=str(boards), resume=run_id).run("x")
+    assert again.text == "A and B"                                      # a finished run just answers
+
+
+def test_single_actor_baseline_and_budget(tmp_path):
+    from recursa.core.budget import Budget
+
+    model = ScriptedModel([call("write_file", path="x.txt", content="1"), finish(summary="x is 1")])
+    answer = aime(model, tmp_path, planner="none").run("write x")
+    assert answer.text == "x is 1" and answer.meta["state"] == "finished"
+    model = ScriptedModel([plan(("1", "a"))] + [call("write_file", path=f"{i}", content="x") for i in range(9)])
+    method = create("aime", model, workspace=str(tmp_path / "w2"), board_dir=str(tmp_path / "b2"),
+                    budget=Budget(max_calls=3))
+    answer = method.run("goal")
+    assert answer.stopped and "model_calls" in answer.stopped
+    started = time.monotonic()
+    assert ProgressBoard(answer.meta["board"]).meta("stopped") and time.monotonic() - started < 5
