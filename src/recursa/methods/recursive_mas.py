@@ -150,6 +150,7 @@ class RecursiveMAS(_RecursiveBase):
         self.inner, self.outer = links(self.spec, self.models)
         for link in [*self.inner.values(), *self.outer.values()]:
             link.eval().requires_grad_(False)
+        self.final_inputs: tuple[list[torch.Tensor], list[list[int]]] | None = None
 
     @torch.inference_mode()
     def solve_batch(self, tasks: list[Task]) -> list[Answer]:
@@ -169,6 +170,7 @@ class RecursiveMAS(_RecursiveBase):
                     state = model.new_state(batch)
                     model.prefill_embeds(state, rows)
                     if round_ == spec.rounds and name == spec.final.name:
+                        self.final_inputs = (rows, last_ids)     # what the decoder read (tests check ties on it)
                         return self._decode(tasks, name, state, last_ids, lengths, agents, started)
                     with span("agent", name, method=self.name, round=round_, model=model.name, batch_size=batch,
                               latent_steps=steps) as agent_span:
