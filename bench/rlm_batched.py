@@ -12,10 +12,8 @@ import argparse
 import json
 import time
 
-from recursa.core.budget import Budget
 from recursa.eval.long_context import s_niah
-from recursa.methods.base import Task
-from recursa.methods.rlm.loop import RecursiveLM, _Run
+from recursa.methods.rlm.loop import RecursiveLM
 from recursa.models import registry
 
 QUESTIONS = {"yes-no": "Does this text mention a special magic number? Reply with yes or no only.\n\nText:\n",
@@ -44,17 +42,16 @@ def main() -> None:
                            "print(round(__import__('time').perf_counter() - t, 3))"}
     results: dict[str, list[float]] = {"batched": [], "sequential": []}
     calls: dict[str, int] = {}
-    run = _Run(Task("bench", "q", context=task.context), Budget())
-    with rlm._worker(run, task.context, args.chunk_chars) as worker:
-        print("chunks:", worker.execute(setup).text())
+    with rlm.open_repl(task.context, chunk_chars=args.chunk_chars) as repl:
+        print("chunks:", repl.execute(setup).text())
         for repeat in range(args.repeats):
             order = ["sequential", "batched"] if repeat % 2 == 0 else ["batched", "sequential"]
             for name in order:
-                before = run.sub.calls
-                out = worker.execute(codes[name])
+                before = repl.sub_calls
+                out = repl.execute(codes[name])
                 assert out.ok, out.text()
                 results[name].append(float(out.stdout.strip()))
-                calls[name] = run.sub.calls - before
+                calls[name] = repl.sub_calls - before
     seq, bat = min(results["sequential"]), min(results["batched"])
     report = {"model": model.name, "question": args.question, "chunks": args.chunks, "chunk_chars": args.chunk_chars,
               "max_tokens": args.max_tokens, "sequential_s": results["sequential"], "batched_s": results["batched"],

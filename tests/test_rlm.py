@@ -6,51 +6,27 @@ import json
 from pathlib import Path
 
 import pytest
+from fakes import ScriptedModel
 
 from recursa.core.budget import Budget
 from recursa.core.trace import Tracer
 from recursa.methods import base
 from recursa.methods.base import Task
 from recursa.methods.rlm import parsing
-from recursa.methods.rlm.loop import RecursiveLM, _Run
-from recursa.models.base import Completion
+from recursa.methods.rlm.loop import RecursiveLM
+from recursa.methods.rlm.prompting import key_words, system_prompt
 
 NEEDLE_CONTEXT = ("filler text. " * 200) + "The special magic number for Accra is 5138149. " + ("more filler. " * 200)
 ROOT_MARK = "You answer a question about a large text"
 
 
-class ScriptedModel:
-    """Root replies come from a script (one per root call); sub-calls answer "sub:<first words of prompt>"."""
-
-    name = "scripted"
-    context_window = 32768
-
-    def __init__(self, replies: list[str]):
-        self.replies = list(replies)
-        self.root_prompts: list[list[dict]] = []
-        self.sub_batches: list[list[str]] = []
-
-    def count_tokens(self, text: str) -> int:
-        return len(text) // 4 + 1
-
-    def generate(self, batch, sampling):
-        out = []
-        if ROOT_MARK in batch[0][0]["content"]:
-            assert len(batch) == 1
-            self.root_prompts.append(batch[0])
-            text = self.replies.pop(0) if self.replies else "```repl\nprint('idle')\n```"
-            out.append(Completion(text, "stop", 100, 10))
-        else:
-            self.sub_batches.append([conv[-1]["content"] for conv in batch])
-            out += [Completion("sub:" + conv[-1]["content"][:12], "stop", 50, 5) for conv in batch]
-        return out
-
-    async def agenerate(self, batch, sampling):
-        return self.generate(batch, sampling)
+def scripted(replies: list[str]) -> ScriptedModel:
+    """Root replies come from the script (one per root call); sub-calls answer "sub:<first words of prompt>"."""
+    return ScriptedModel(replies, script_when=ROOT_MARK)
 
 
 def solve(replies, context=NEEDLE_CONTEXT, question="What is the special magic number for Accra?", **options):
-    model = ScriptedModel(replies)
+    model = scripted(replies)
     options.setdefault("max_iterations", 6)
     with Tracer.start(runs_dir=Path(options.pop("runs", "runs"))) as tracer:
         answer = base.create("rlm", model, **options).solve(Task("t1", question, context=context))
@@ -121,7 +97,7 @@ def test_truncated_block_is_repaired_and_unfenced_code_runs():
 
 
 def test_a_repeated_greedy_reply_is_resampled_once():
-    model = ScriptedModel(["```repl\nprint(1)\n```", "```repl\nprint(1)\n```", "```repl\nprint(2)\n```",
+    model = scripted(["```repl\nprint(1)\n```", "```repl\nprint(1)\n```", "```repl\nprint(2)\n```",
                            "FINAL(2)"])
     answer = RecursiveLM(model, max_iterations=4).solve(Task("t", "q?", context="abc"))
     assert answer.text == "2" and answer.usage["model_calls"] == 4 and answer.meta["iterations"] == 3
@@ -194,11 +170,11 @@ def test_parsing_variants():
 def test_unknown_and_bad_options_are_refused():
     from recursa.core.errors import ConfigError
 
-    assert isinstance(base.create("rlm", ScriptedModel([]), max_depth=2), RecursiveLM)
+    assert isinstance(base.create("rlm", scripted([]), max_depth=2), RecursiveLM)
     with pytest.raises(ConfigError, match="unknown option 'latent_steps'"):
-        base.create("rlm", ScriptedModel([]), latent_steps=3)
+        base.create("rlm", scripted([]), latent_steps=3)
     with pytest.raises(ConfigError, match="max_iterations"):
-        base.create("rlm", ScriptedModel([]), max_iterations=0)
+        base.create("rlm", scripted([]), max_iterations=0)
 
 
 def test_real_model_rlm_run_and_batched_sub_calls(qwen, tmp_path):
@@ -214,8 +190,9 @@ def test_real_model_rlm_run_and_batched_sub_calls(qwen, tmp_path):
     with Tracer.start(runs_dir=tmp_path) as tracer:
         answer = solver.solve(task)
         # The same path the model's code takes: REPL -> callback -> one batched generate on the real model.
-        with solver._worker(_Run(task, Budget()), task.context, 2000) as worker:
-            result = worker.execute(code)
+        with solver.open_repl(task.context, chunk_chars=2000) as repl:
+            result = repl.execute(code)
+            assert repl.sub_calls == 2
     events = [json.loads(line) for line in tracer.path.read_text().splitlines()]
     assert answer.meta["iterations"] >= 1 and answer.usage["model_calls"] >= 1
     assert [e["kind"] for e in events].count("rlm_iteration") == answer.meta["iterations"]
@@ -225,10 +202,46 @@ def test_real_model_rlm_run_and_batched_sub_calls(qwen, tmp_path):
     assert len(batched) == 1
 
 
-def test_key_words_prefer_what_the_question_names():
-    from recursa.methods.rlm.prompting import key_words
+def test_key_words_name_what_the_question_names():
+    assert key_words("How many entries of the ship's log from 1852 report rough weather?") == ["1852"]
+    assert key_words("Who signed the lease for the flat on 'Rue Cler' in Paris?")[:1] == ["Rue Cler"]
+    assert "Paris" in key_words("Who signed the lease for the flat on 'Rue Cler' in Paris?")
+    assert key_words("which letters discuss gardening and orchards?")[:2] == ["gardening", "orchards"]
 
-    assert key_words("How many records dated in month 2024-07 have the label 'number'?") == ["number", "2024-07"]
-    assert key_words("How many records from user 2407 have the label 'location'?") == ["location", "2407"]
-    assert key_words("What is the special magic number for Nairobi mentioned in the text?") == ["Nairobi"]
-    assert key_words("which essay talks about painting and hackers?")[:2] == ["painting", "hackers"]
+
+def test_key_words_skip_the_answer_format_example():
+    question = ("List every pair of recipe numbers (a, b) with a < b such that both recipes use saffron. "
+                "Answer with the pairs, like (101, 202), (101, 303).")
+    words = key_words(question)
+    assert "saffron" in words and not {"101", "202", "303"} & set(words)
+    assert key_words("How many loans did card 0412 make in March? Reply with a number such as 12.") == [
+        "March", "0412"]
+
+
+def test_grep_returns_whole_lines_of_record_data_once_each():
+    lines = [f"{day} Mar 1998: card 0412 took out book {day} (card 0412 again)" for day in range(1, 6)]
+    context = "\n".join(lines) + "\n" + "prose " * 400 + "card 0412 in a long paragraph " + "prose " * 400
+    code = "hits = grep('card 0412')\nprint(len(hits))\nprint(hits[0])\nprint(len(hits[-1]))"
+    answer, model, _ = solve([f"```repl\n{code}\n```", "FINAL(done)"], context=context)
+    out = last_user(model)
+    assert "\n6\n" in out and f"\n{lines[0]}\n" in out      # five lines (one hit each) and one snippet
+    assert "\n209\n" in out                                 # the long line: 100 characters each side
+
+
+def test_a_paraphrased_final_is_accepted_but_a_guessed_number_is_not():
+    context = "Terms. The tenant may leave with thirty (30) days of notice. Rent is due monthly."
+    answer, _, _ = solve(["```repl\nprint(grep('notice'))\n```", "```repl\nFINAL('30 days')\n```"],
+                         context=context, question="How much notice must the tenant give?")
+    assert answer.text == "30 days" and answer.meta["final_source"] == "FINAL() in code"
+    answer, model, _ = solve(["```repl\nprint(grep('notice'))\n```", "```repl\nFINAL('45')\n```"],
+                             context=context, question="How much notice must the tenant give?")
+    assert "FINAL('45') was ignored" in last_user(model, 2)
+
+
+def test_counting_questions_get_the_counting_example_first():
+    with_calls = system_prompt(context="x", chunk=1000, sub_calls=True, recursive=False,
+                               question="How many entries mention a storm?")
+    assert with_calls.index("count by meaning") < with_calls.index("find a fact")
+    assert "llm_query_batched(prompts)" in with_calls
+    without = system_prompt(context="x", chunk=1000, sub_calls=False, recursive=False, question="Where is it?")
+    assert without.index("find a fact") < without.index("count lines") and "llm_query" not in without

@@ -12,7 +12,7 @@ import contextlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
@@ -26,44 +26,15 @@ from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.config import MethodConfig
 from recursa.methods.rlm import parsing, prompting
 from recursa.methods.rlm.history import fit_history
+from recursa.methods.rlm.state import Repl, RunState
 from recursa.models.base import ChatModel, Completion, Conversation, Sampling
 
 MARKED_VARIABLES = ("final_answer", "answer")
 CLOSING_FENCE = "\n```\n"
+# Short numeric or id literals ("42", "-3.5", "1,204", "5138149", "ab-1234"): the answers a model can guess.
+_LITERAL = re.compile(r"[-+]?\d[\d,.]*|(?=[\w-]*\d)[a-z]{0,4}[-_#]?[\w-]{1,16}")
 _MARKED_PROBE = ("for _n in " + repr(MARKED_VARIABLES) + ":\n    if globals().get(_n) not in (None, '', [], {}):\n"
                  "        print(globals()[_n])\n        break")
-
-
-@dataclass
-class _Usage:
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    calls: int = 0
-
-    def add(self, completions: list[Completion]) -> None:
-        self.prompt_tokens += sum(c.prompt_tokens for c in completions)
-        self.completion_tokens += sum(c.completion_tokens for c in completions)
-        self.calls += len(completions)
-
-
-@dataclass
-class _Run:
-    """The state of one solve()."""
-
-    task: Task
-    budget: Budget
-    messages: Conversation = field(default_factory=list)
-    final: str | None = None
-    final_source: str | None = None
-    code_ran: bool = False
-    seen: str = ""                  # every REPL output so far: literal answers must come from here
-    iterations: int = 0
-    blocks: int = 0
-    errors: int = 0
-    sub_calls: int = 0
-    root: _Usage = field(default_factory=_Usage)
-    sub: _Usage = field(default_factory=_Usage)
-    children: list[Answer] = field(default_factory=list)
 
 
 class RLMConfig(MethodConfig):
@@ -131,7 +102,7 @@ class RecursiveLM(MethodBase):
     def solve(self, task: Task) -> Answer:
         started = time.perf_counter()
         budget = self.budget if self.budget is not None else Budget(max_depth=self.max_depth)
-        run = _Run(task, budget)
+        run = RunState(task, budget)
         context = task.context if task.context is not None else ""
         chunk = prompting.chunk_chars(self.sub_model, prompting.context_text(context)[:4000], self.max_chunk_tokens,
                                       self.sub_sampling.max_tokens)
@@ -157,7 +128,7 @@ class RecursiveLM(MethodBase):
         return self._answer(run, stopped, time.perf_counter() - started)
 
     # ---- the loop ----------------------------------------------------------------------------------
-    def _loop(self, run: _Run, worker: PythonWorker) -> None:
+    def _loop(self, run: RunState, worker: PythonWorker) -> None:
         rejected_early = False
         previous_reply = None
         for turn in range(1, self.max_iterations + 1):
@@ -199,7 +170,7 @@ class RecursiveLM(MethodBase):
                         max_turns=self.max_iterations, question=run.task.question,
                         key_words=", ".join(repr(w) for w in prompting.key_words(run.task.question)))})
 
-    def _textual_final(self, run: _Run, worker: PythonWorker, reply: str, blocks: list[parsing.CodeBlock],
+    def _textual_final(self, run: RunState, worker: PythonWorker, reply: str, blocks: list[parsing.CodeBlock],
                        outputs: list[str], notes: list[str], rejected_early: bool) -> bool:
         """Honour FINAL(...)/FINAL_VAR(name) written as text. True if the run is done."""
         final = parsing.find_final(reply)
@@ -226,7 +197,7 @@ class RecursiveLM(MethodBase):
                          "Check the output, then answer.")
         return False
 
-    def _run_block(self, run: _Run, worker: PythonWorker, block: parsing.CodeBlock, index: int) -> BlockResult:
+    def _run_block(self, run: RunState, worker: PythonWorker, block: parsing.CodeBlock, index: int) -> BlockResult:
         with span("repl_block", f"block {index}", depth=self.depth, code=block.code, repaired=block.repaired,
                   unfenced=block.unfenced) as block_span:
             result = worker.execute(block.code)
@@ -241,12 +212,15 @@ class RecursiveLM(MethodBase):
         return result
 
     @staticmethod
-    def _grounded(run: _Run, block: parsing.CodeBlock) -> bool:
-        """A FINAL with a literal typed into the code must repeat something an output showed (no guessing)."""
+    def _grounded(run: RunState, block: parsing.CodeBlock) -> bool:
+        """A short number or id typed into FINAL's code must repeat one an output showed (no guessed literals).
+
+        Anything else (a name, a phrase, a summary) may be paraphrased, so it is not checked.
+        """
         value = (run.final or "").strip().lower()
-        if not value or value not in block.code.lower():
-            return True   # computed in code (FINAL(total)), not typed in
-        # As a whole token: "83" inside "1983" is not a sighting (the 1.5B answered a needle question that way).
+        if not value or value not in block.code.lower() or not _LITERAL.fullmatch(value):
+            return True   # computed in code (FINAL(total)), or not a literal that must be copied
+        # As a whole token: "83" inside "1983" is not a sighting.
         shown = re.compile(r"(?<![\w.])" + re.escape(value) + r"(?![\w])")
         return bool(shown.search(run.seen.lower()) or shown.search(run.task.question.lower()))
 
@@ -262,7 +236,7 @@ class RecursiveLM(MethodBase):
         return notes
 
     # ---- model calls -------------------------------------------------------------------------------
-    def _root_call(self, run: _Run, charge_iteration: bool, resample: str | None = None,
+    def _root_call(self, run: RunState, charge_iteration: bool, resample: str | None = None,
                    extra: Conversation | None = None) -> str:
         limit = min(self.history_tokens, self.model.context_window - self.sampling.max_tokens - 64)
         messages = fit_history(run.messages + (extra or []), self.model, limit)
@@ -281,7 +255,7 @@ class RecursiveLM(MethodBase):
             text = text.rstrip() + "\n```"  # the stop sequence ate the closing fence
         return text
 
-    def _sub_generate(self, run: _Run, prompts: list[Any], kind: str) -> list[str]:
+    def _sub_generate(self, run: RunState, prompts: list[Any], kind: str) -> list[str]:
         if not isinstance(prompts, list) or not prompts:
             raise ConfigError(f"{kind} needs a non-empty list of prompt strings")
         texts = [p if isinstance(p, str) else json.dumps(p) if isinstance(p, (dict, list)) else str(p)
@@ -308,7 +282,7 @@ class RecursiveLM(MethodBase):
                               calls=len(completions))
         return [c.text for c in completions]
 
-    def _rlm_query(self, run: _Run, prompt: str, context: Any = None) -> str:
+    def _rlm_query(self, run: RunState, prompt: str, context: Any = None) -> str:
         if self.depth + 1 >= self.max_depth:  # deepest level: a plain model call, as in the paper
             text = prompt if context is None else f"{prompt}\n\n{prompting.context_text(context)}"
             return self._sub_generate(run, [text], "rlm_query->llm_query")[0]
@@ -323,7 +297,21 @@ class RecursiveLM(MethodBase):
         return answer.text
 
     # ---- worker and answers ------------------------------------------------------------------------
-    def _worker(self, run: _Run, context: Any, chunk: int) -> PythonWorker:
+    @contextlib.contextmanager
+    def open_repl(self, context: Any, *, chunk_chars: int | None = None, budget: Budget | None = None,
+                  question: str = "") -> Iterator[Repl]:
+        """The sandboxed REPL a solve() works in, holding `context`, with the same helpers and model callbacks.
+
+        For code that drives the REPL itself (tools, benchmarks); closes the worker on exit.
+        """
+        task = Task("repl", question or "(code run directly)", context=context)
+        run = RunState(task, budget or Budget(max_depth=self.max_depth))
+        chunk = chunk_chars or prompting.chunk_chars(self.sub_model, prompting.context_text(context)[:4000],
+                                                     self.max_chunk_tokens, self.sub_sampling.max_tokens)
+        with self._worker(run, context, chunk) as worker:
+            yield Repl(worker, run)
+
+    def _worker(self, run: RunState, context: Any, chunk: int) -> PythonWorker:
         self._current_chunk = chunk
         files = {"context.txt": context} if isinstance(context, str) else {"context.json": json.dumps(context)}
         helpers = resources.files("recursa.methods.rlm").joinpath("repl_helpers.py").read_text(encoding="utf-8")
@@ -343,7 +331,7 @@ class RecursiveLM(MethodBase):
                             max_output_chars=self.max_output_chars, files=files,
                             setup_code=f"_chunk_chars = {chunk}\n{helpers}", callbacks=callbacks)
 
-    def _last_answer(self, run: _Run, worker: PythonWorker, allow_call: bool) -> None:
+    def _last_answer(self, run: RunState, worker: PythonWorker, allow_call: bool) -> None:
         """No FINAL: take a variable the model marked as its answer, else ask once, else the best offer."""
         if run.final is not None:
             return
@@ -365,7 +353,7 @@ class RecursiveLM(MethodBase):
         if run.budget.root.best_answer:
             run.final, run.final_source = run.budget.root.best_answer, "best offered answer"
 
-    def _answer(self, run: _Run, stopped: str | None, seconds: float) -> Answer:
+    def _answer(self, run: RunState, stopped: str | None, seconds: float) -> Answer:
         agents = [AgentOutput("root", "", run.root.prompt_tokens, run.root.completion_tokens, seconds=seconds,
                               extra={"model_calls": run.root.calls, "depth": self.depth}),
                   AgentOutput("sub", "", run.sub.prompt_tokens, run.sub.completion_tokens,

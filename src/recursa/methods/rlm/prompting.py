@@ -26,8 +26,8 @@ def sections() -> dict[str, str]:
         elif current is not None:
             current.append(line)
     needed = {"system", "tools_subcalls", "tools_rlm_query", "strategy_subcalls", "strategy_no_subcalls",
-              "example_search", "example_count", "example_batched", "first_user", "next_user", "no_code",
-              "too_early", "final_request", "sub_system"}
+              "example_search", "example_count", "example_classify", "example_batched", "first_user", "next_user",
+              "no_code", "too_early", "final_request", "sub_system"}
     missing = needed - found.keys()
     if missing:
         raise ConfigError(f"recursa/prompts/rlm.md lacks sections: {', '.join(sorted(missing))}")
@@ -92,7 +92,8 @@ def chunk_chars(sub_model: ChatModel, sample: str, max_chunk_tokens: int, sub_ma
     return max(500, int(tokens * min(ratio, 6.0) * 0.9))
 
 
-_COUNTING = re.compile(r"(how many|how often|count|what is the (total )?number of)\b", re.IGNORECASE)
+_COUNTING = re.compile(r"(how many|how often|count|what is the (total )?number of|list|(find|give|name) (all|every))\b",
+                       re.IGNORECASE)
 
 
 def system_prompt(*, context: Any, chunk: int, sub_calls: bool, recursive: bool, question: str = "") -> str:
@@ -101,7 +102,8 @@ def system_prompt(*, context: Any, chunk: int, sub_calls: bool, recursive: bool,
         tools = render("tools_subcalls", chunk_chars=chunk) + "\n"
         if recursive:
             tools += render("tools_rlm_query") + "\n"
-    examples = [render("example_search"), render("example_count")]
+    counting = render("example_classify" if sub_calls else "example_count")
+    examples = [render("example_search"), counting]
     if question and _COUNTING.match(question.strip()):
         examples.reverse()  # small models copy the first example: put the one that fits the question first
     if sub_calls:
@@ -112,31 +114,47 @@ def system_prompt(*, context: Any, chunk: int, sub_calls: bool, recursive: bool,
 
 
 _QUOTED = re.compile("'([^']{2,40})'|\"([^\"]{2,40})\"")
+# Plain English function and question words: never worth a search.
 _STOPWORDS = frozenset("""
-a an the and or of in on at to for from by with without is are was were be been what which who whom
-whose when where why how many much does do did has have had this that these those it its their there
-mentioned text context document record records answer number question list every each both all any
-some than then such like least most ids give reply say tell
+a an the and or but not no nor of in on at to for from by with without about into onto over under between among
+is are was were be been being am do does did has have had having will would shall should can could may might must
+what which who whom whose when where why how many much this that these those it its they them their there here
+he she his her we our you your i me my all any both each every some few more most other such than then too very
+only own same so just also
+list name find give tell show say count
 """.split())  # noqa: SIM905 - a word list reads better as text
+# Sentences that only say how to write the answer; their example values are no search terms.
+_FORMAT_SENTENCE = re.compile(r"^\W*(answer|reply|respond|format|give (your|the) answer|write (your|the) answer|"
+                              r"return|use the format)\b", re.IGNORECASE)
+
+
+def _content_sentences(question: str) -> list[str]:
+    sentences = [s for s in re.split(r"(?<=[.?!])\s+", question.strip()) if s]
+    kept = [s for s in sentences if not _FORMAT_SENTENCE.match(s)]
+    return kept or sentences
 
 
 def key_words(question: str, limit: int = 4) -> list[str]:
     """Words of the question worth searching for: quoted phrases, names, numbers, then the longest other words.
 
     Small models tend to grep for the preview's first words instead of the question's; naming the search terms
-    in the prompt fixes most of that.
+    in the prompt fixes most of that. Sentences about the answer's format are left out.
     """
-    found: list[tuple[str, str]] = re.findall(_QUOTED, question)
-    words = [a or b for a, b in found]
-    tokens = re.findall(r"[A-Za-z][\w-]*|\d[\d-]*", question)
-    words += [t for i, t in enumerate(tokens) if i > 0 and t[0].isupper() and t.lower() not in _STOPWORDS]
-    words += [t for t in tokens if t[0].isdigit()]
+    words: list[str] = []
+    names: list[str] = []
+    numbers: list[str] = []
+    plain: list[str] = []
+    for sentence in _content_sentences(question):
+        words += [a or b for a, b in re.findall(_QUOTED, sentence)]
+        tokens = re.findall(r"[A-Za-z][\w'-]*|\d[\d-]*", sentence)
+        names += [t for i, t in enumerate(tokens) if i > 0 and t[0].isupper() and t.lower() not in _STOPWORDS]
+        numbers += [t for t in tokens if t[0].isdigit()]
+        plain += [t.lower() for t in tokens if t[0].isalpha() and t.lower() not in _STOPWORDS and len(t) > 3]
+    words += names + numbers
     if not words:
-        # Plain words only when the question names nothing specific: with a quoted label and a date at hand, "dated"
-        # or "month" led the 0.5B to filter on text the records lack; next to a name, "special|magic" led the 1.5B to
-        # grep 101 matches of "especially" and read the first five.
-        words += sorted({t.lower() for t in tokens if t.lower() not in _STOPWORDS and len(t) > 3},
-                        key=lambda w: -len(w))
+        # Plain words are weak search terms: used only when the question names nothing specific, longest first.
+        order = {w: i for i, w in reversed(list(enumerate(plain)))}
+        words = sorted(order, key=lambda w: (-len(w), order[w]))
     unique: list[str] = []
     for word in words:
         if word.lower() not in {u.lower() for u in unique}:

@@ -39,21 +39,35 @@ def _text_and_number(args, text, number, default):
 
 
 _TOO_MANY = 20
+_LINE_CHARS = 300
 _warned = set()
 
 
+def _hit_span(source, match, window):
+    """The match's whole line when that line is short (record-like data), else `window` characters each side."""
+    start = source.rfind("\n", 0, match.start()) + 1
+    end = source.find("\n", match.end())
+    end = len(source) if end < 0 else end
+    if end - start <= max(_LINE_CHARS, 2 * window + match.end() - match.start()):
+        return start, end, True
+    return max(0, match.start() - window), min(len(source), match.end() + window), False
+
+
 def grep(pattern, *args, window=100, limit=None, text=None):
-    """Snippets of `text` (default: context) around case-insensitive regex matches of `pattern` (all of them, so
-    `len(grep(...))` counts matches)."""
+    """Every match of the case-insensitive regex `pattern` in `text` (default: context): the matching line, or a
+    snippet around the match in a long line. One hit per line, so `len(grep(...))` counts matching lines."""
     source, window = _text_and_number(args, text, window, 100)
-    hits = []
+    hits, last_line = [], -1
     for match in _re.finditer(pattern, source, _re.IGNORECASE):
-        start, end = max(0, match.start() - window), min(len(source), match.end() + window)
+        start, end, whole_line = _hit_span(source, match, window)
+        if whole_line and start == last_line:
+            continue  # another match in this line: the line is already a hit
         hits.append(source[start:end])
+        last_line = start if whole_line else -1
         if limit and len(hits) >= limit:
             break
     if not limit and len(hits) > _TOO_MANY and pattern not in _warned:
-        # Small models OR several words together ("Kyoto|special|magic") and then read only the first hits.
+        # Alternatives joined with | match much more than each word alone; reading only the first hits misses most.
         _warned.add(pattern)
         print(f"(grep: {len(hits)} matches for {pattern!r}. To find one fact, search for the rarest key word alone or"
               " a longer exact phrase; to count, keep the lines that meet every condition of the question.)")
