@@ -180,3 +180,27 @@ def test_ridge_bridge_beats_random_start_on_held_out_text(smol, qwen):
     bridge = regression_error(ridge_bridge(OuterLink(576, 896), x, y), hx, hy)
     assert bridge["relative_mse"] < random_start["relative_mse"]
     assert bridge["cosine"] > random_start["cosine"] + 0.1
+
+
+def test_patterns_wire_the_loop(tmp_path):
+    three = tmp_path / "three.yaml"
+    three.write_text(SYSTEM.replace("  - {name: solver", "  - {name: critic, model: smollm2-135m, role: critic}\n"
+                                    "  - {name: solver"), encoding="utf-8")
+    spec = load_system(three)
+    assert spec.edges() == [("planner", "critic", "same"), ("critic", "solver", "same"), ("solver", "planner", "next")]
+    mixture = tmp_path / "mixture.yaml"
+    mixture.write_text(SYSTEM.replace("sequential", "mixture").replace("role: planner", "role: expert")
+                       .replace("role: solver", "role: summarizer")
+                       .replace("  - {name: solver", "  - {name: other, model: smollm2-135m, role: expert}\n"
+                                "  - {name: solver"), encoding="utf-8")
+    spec = load_system(mixture)
+    assert spec.stages() == [["planner", "other"], ["solver"]]
+    assert ("solver", "other", "next") in spec.edges() and spec.label("other") == "Expert (other)"
+
+
+def test_text_baseline_feeds_the_solver_text_back(smol, tiny_system):
+    answer = create("recursive-text-mas", smol, system=str(tiny_system), max_tokens=6).solve(Task(question="2+3?"))
+    planner = [a for a in answer.agents if a.role == "planner"]
+    assert [a.extra["round"] for a in answer.agents] == [1, 1, 2, 2]
+    assert planner[1].prompt_tokens > planner[0].prompt_tokens          # round 2 reads the solver's round-1 text
+    assert answer.usage["completion_tokens"] == sum(a.completion_tokens for a in answer.agents) > 0

@@ -35,7 +35,6 @@ from recursa.methods.recursive_system import (
     load_links,
     load_models,
     load_system,
-    role_label,
     role_messages,
     split_at_slots,
 )
@@ -120,8 +119,7 @@ class _RecursiveBase(MethodBase):
 
     def _deliver(self, sender: str) -> list[tuple[str, str, Message]]:
         """(target, when, message) for each outer edge leaving `sender`."""
-        role = self.spec.agent(sender).role
-        return [(t, when, Message(sender, role_label(role, feedback=when == "next")))
+        return [(t, when, Message(sender, self.spec.label(sender, feedback=when == "next")))
                 for s, t, when in self.spec.edges() if s == sender]
 
     def _answers(self, tasks: list[Task], completions: list[Completion], agents: list[list[AgentOutput]],

@@ -92,6 +92,12 @@ class SystemSpec(BaseModel):
             return [[n] for n in names]
         return [names[:-1], [names[-1]]]
 
+    def label(self, name: str, feedback: bool = False) -> str:
+        """How receivers see agent `name`: its role's label, plus its name where several agents share the role."""
+        role = self.agent(name).role
+        shared = sum(a.role == role for a in self.agents) > 1
+        return role_label(role, feedback) + (f" ({name})" if shared else "")
+
     def agent(self, name: str) -> AgentSpec:
         return next(a for a in self.agents if a.name == name)
 

@@ -33,7 +33,7 @@ from recursa.latent.train import (
     train_inner,
     write_losses,
 )
-from recursa.methods.recursive_system import Message, SystemSpec, fresh_links, role_label, role_messages, split_at_slots
+from recursa.methods.recursive_system import Message, SystemSpec, fresh_links, role_messages, split_at_slots
 
 ROLE_TARGETS = {"planner": "plan", "critic": "refined_plan", "expert": "plan", "solver": "answer",
                 "summarizer": "answer"}
@@ -86,7 +86,7 @@ class SystemUnroll:
                     thoughts = self.inner[name](states.float())                             # [m, a]
                     for source, dest, when in spec.edges():
                         if source == name:
-                            message = Message(name, role_label(spec.agent(name).role, feedback=when == "next"))
+                            message = Message(name, spec.label(name, feedback=when == "next"))
                             (inbox if when == "same" else feedback)[dest].append(
                                 (message, self.outer[(source, dest)](thoughts)))
             inbox = feedback
