@@ -23,11 +23,9 @@ from pathlib import Path
 from recursa.link_data import gsm_symbolic_split, write_tasks
 write_tasks(gsm_symbolic_split('eval', $N_HELD), Path('$OUT/heldout.jsonl'))"
 
-METHODS="recursive-text-mas[rounds=3],recursive-mas[rounds=1],recursive-mas[rounds=2],recursive-mas[rounds=3],\
-recursive-text-mas[rounds=1],recursive-text-mas[rounds=2],latent-mas,single"
-step "bench held-out templates ($N_HELD)"
-recursa bench --task "$OUT/heldout.jsonl" --methods "$METHODS" --batch-size 10 \
-    --out "$OUT/bench-heldout"
+step "bench held-out templates, core ($N_HELD)"
+recursa bench --task "$OUT/heldout.jsonl" --methods "recursive-text-mas[rounds=3],recursive-mas[rounds=3],\
+recursive-mas[rounds=1],single" --batch-size 12 --out "$OUT/bench-heldout-core"
 
 step "KV cache vs re-prefill"
 [ -s "$OUT/kv.md" ] || python bench/recursive_mas_kv.py --steps 32 64 --batch 4 > "$OUT/kv.md"
@@ -36,7 +34,11 @@ step "random vs ridge start"
 [ -s "$OUT/init.md" ] || python bench/recursive_mas_init.py --trajectories "$OUT/links/trajectories.jsonl" \
     --links "$OUT/links" --steps 6 > "$OUT/init.md"
 
+step "bench held-out templates, other rounds ($N_HELD)"
+recursa bench --task "$OUT/heldout.jsonl" --methods "recursive-text-mas[rounds=1],recursive-mas[rounds=2],\
+recursive-text-mas[rounds=2],latent-mas" --batch-size 12 --out "$OUT/bench-heldout-rounds"
+
 step "bench GSM8K ($N_GSM)"
-recursa bench --task gsm8k --limit "$N_GSM" --methods "recursive-text-mas[rounds=3],recursive-mas[rounds=3],\
-recursive-mas[rounds=1],latent-mas,single" --batch-size 10 --out "$OUT/bench-gsm8k"
+recursa bench --task gsm8k --limit "$N_GSM" --methods "recursive-text-mas[rounds=3],recursive-mas[rounds=3],single" \
+    --batch-size 8 --out "$OUT/bench-gsm8k"
 step done

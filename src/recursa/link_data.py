@@ -18,7 +18,7 @@ from typing import Any
 
 from recursa.methods.base import Task
 
-HELD_OUT_MOD = 4   # template % HELD_OUT_MOD == HELD_OUT_REST → evaluation
+HELD_OUT_MOD = 4   # template % HELD_OUT_MOD == HELD_OUT_MOD - 1 → evaluation
 
 
 def template_split(template: int) -> str:
@@ -53,8 +53,9 @@ def gsm_symbolic_split(part: str, limit: int, seed: int = 0) -> list[Task]:
 def write_tasks(tasks: list[Task], path: Path) -> None:
     """Tasks as a `recursa bench` JSONL file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"id": t.id, "question": t.question, "answer": t.answer, **t.meta}) + "\n"
-                            for t in tasks), encoding="utf-8")
+    path.write_text("".join(json.dumps({"id": t.id, "question": t.question, "answer": t.answer,
+                                        "scorer": t.meta["scorer"], "answer_format": t.meta["answer_format"],
+                                        "meta": t.meta}) + "\n" for t in tasks), encoding="utf-8")
 
 
 def read_trajectories(path: Path) -> list[dict[str, Any]]:
