@@ -204,3 +204,12 @@ def test_text_baseline_feeds_the_solver_text_back(smol, tiny_system):
     assert [a.extra["round"] for a in answer.agents] == [1, 1, 2, 2]
     assert planner[1].prompt_tokens > planner[0].prompt_tokens          # round 2 reads the solver's round-1 text
     assert answer.usage["completion_tokens"] == sum(a.completion_tokens for a in answer.agents) > 0
+
+
+def test_training_and_evaluation_share_no_template():
+    from recursa.link_data import gsm_symbolic_split
+
+    train, held_out = gsm_symbolic_split("train", 30), gsm_symbolic_split("eval", 10)
+    assert len(train) == 30 and len(held_out) == 10
+    assert not {t.meta["template"] for t in train} & {t.meta["template"] for t in held_out}
+    assert not {t.question for t in train} & {t.question for t in held_out}
