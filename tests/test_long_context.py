@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
 
 from recursa.core.errors import TaskError
-from recursa.eval import long_context
+from recursa.eval import long_context, reading_tasks
 from recursa.eval.long_scoring import graded, pair_f1, parse_pairs, score_long_context
+from recursa.eval.tasks import load_tasks
 from recursa.methods.rlm.truncated import TruncatedSingle
 
 
@@ -85,3 +87,70 @@ def test_truncated_single_fits_the_window():
     assert cut and _CharModel().count_tokens(prompt) <= method.prompt_tokens
     prompt, cut = method.fit("Where?", "short context")
     assert not cut and "short context" in prompt
+
+
+# ---- tasks that need reading --------------------------------------------------------------------------------------
+READING = ("reading-posts", "reading-posts-pairs", "reading-logs", "reading-tickets")
+_GROUP = re.compile(r"(?:member|service|product) (\S+) ")
+
+
+def _free_words(line: str) -> set[str]:
+    return set(re.findall(r"[a-z][a-z'-]{2,}", line.lower()))
+
+
+@pytest.mark.parametrize("name", READING)
+def test_reading_tasks_are_seeded_sized_and_registered(name):
+    a = load_tasks(name, limit=2, seed=4, context_chars=20_000)
+    assert [t.context for t in a] == [t.context for t in load_tasks(name, limit=2, seed=4, context_chars=20_000)]
+    assert [t.context for t in a] != [t.context for t in load_tasks(name, limit=2, seed=5, context_chars=20_000)]
+    for task in a:
+        assert 19_000 < len(task.context) <= 20_000 and task.meta["scorer"] in ("oolong_number", "pairs_f1")
+    big = reading_tasks.build(name, 1_000_000, 0, 0)[0]
+    assert 990_000 < len(big.context) <= 1_000_000
+
+
+@pytest.mark.parametrize("name", READING)
+@pytest.mark.parametrize("chars", [32_000, 256_000])
+def test_a_reader_gets_the_gold_answer(name, chars):
+    """Counting the records a reader would classify as the asked class gives the gold answer."""
+    for index in range(3):
+        task, records = reading_tasks.build(name, chars, 0, index)
+        assert task.context.splitlines() == [r.line for r in records]
+        family = reading_tasks.FAMILIES[reading_tasks.TASKS[name]]
+        label = next(c for c, (words, _) in family.classes.items() if words and f" {words}" in task.question)
+        if name.endswith("-pairs"):
+            first, last = re.findall(r"\d{4}-\d{2}-\d{2}", task.question)
+            holders = sorted({int(r.group) for r in records if r.label == label and first <= str(r.day) <= last})
+            assert parse_pairs(task.answer) == {(a, b) for i, a in enumerate(holders) for b in holders[i + 1:]}
+            assert len(holders) >= 3 and "1234" not in task.answer
+        else:
+            group = _GROUP.search(task.question).group(1)
+            assert int(task.answer) == sum(r.group == group and r.label == label for r in records) > 0
+            # the group is written plainly: a program selects exactly its records
+            assert sum(f" {group}: " in line for line in task.context.splitlines()) == sum(
+                r.group == group for r in records)
+
+
+@pytest.mark.parametrize("family", ["posts", "logs", "tickets"])
+def test_no_single_key_word_finds_a_class(family):
+    """For every class asked about, the best key word that marks it (>= 70% of its matches in the class) finds
+    under 40% of its records, so grep-and-count recovers well under the gold count; the lines holding any word
+    of the question's description are not the class either (F1 under 0.5)."""
+    records = reading_tasks.records(family, random.Random(11), 256_000)
+    spec = reading_tasks.FAMILIES[family]
+    by_word: dict[str, list[str]] = {}
+    for record in records:
+        for word in _free_words(record.line):
+            by_word.setdefault(word, []).append(record.label)
+    for label, (description, _) in spec.classes.items():
+        if label == spec.other:
+            continue
+        total = sum(r.label == label for r in records)
+        recalls = [labels.count(label) / total for labels in by_word.values()
+                   if labels.count(label) / len(labels) >= 0.7]
+        assert total > 200 and max(recalls) < 0.4, (label, max(recalls))
+        asked = _free_words(description) - {"the", "and", "was", "for", "too", "that", "they", "than", "over",
+                                           "another", "lack", "item", "data", "product"}
+        matched = [r.label == label for r in records if asked & _free_words(r.line)]
+        f1 = 2 * sum(matched) / (len(matched) + total)
+        assert f1 < 0.5, (label, asked, f1)

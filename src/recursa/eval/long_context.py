@@ -1,4 +1,5 @@
-"""Long-context tasks, generated offline and seeded: `s-niah`, `oolong-lite`, `oolong-pairs-lite`.
+"""Long-context tasks, generated offline and seeded: `s-niah`, `oolong-lite`, `oolong-pairs-lite`, and the tasks
+that need reading (`reading-posts`, `reading-posts-pairs`, `reading-logs`, `reading-tickets`: `reading_tasks.py`).
 
     s_niah(n=5, context_chars=32_000, seed=0)        # one "magic number" needle in essays of N characters
     oolong_lite(n=5, context_chars=32_000, seed=0)   # count labelled records (score 0.75 ** |error|)
@@ -22,6 +23,7 @@ from typing import Any
 
 from recursa.core.config import settings
 from recursa.core.errors import TaskError
+from recursa.eval import reading_tasks
 from recursa.methods.base import Task
 
 log = logging.getLogger("recursa.eval")
@@ -200,7 +202,8 @@ def oolong_pairs_lite(n: int = 5, context_chars: int = DEFAULT_CHARS, seed: int 
     return tasks
 
 
-GENERATORS = {"s-niah": s_niah, "oolong-lite": oolong_lite, "oolong-pairs-lite": oolong_pairs_lite}
+GENERATORS = {"s-niah": s_niah, "oolong-lite": oolong_lite, "oolong-pairs-lite": oolong_pairs_lite,
+              **reading_tasks.GENERATORS}
 
 
 def load(name: str, limit: int | None = None, seed: int = 0, context_chars: int | None = None,

@@ -64,6 +64,8 @@ class RLMConfig(MethodConfig):
     """Root transcript kept in the prompt (older turns are summarised away)."""
     max_batch: int = Field(32, ge=1)
     """Most prompts per batched sub-model call."""
+    max_seconds: float | None = Field(None, gt=0)
+    """Wall seconds per question (child RLMs included) when no Budget is passed; then the best answer so far."""
     system_prompt: str | None = None
     """Replace the root's system prompt with this text (e.g. another scaffold's, to measure prompt vs loop)."""
 
@@ -101,7 +103,8 @@ class RecursiveLM(MethodBase):
 
     def solve(self, task: Task) -> Answer:
         started = time.perf_counter()
-        budget = self.budget if self.budget is not None else Budget(max_depth=self.max_depth)
+        budget = self.budget if self.budget is not None else Budget(max_depth=self.max_depth,
+                                                                    max_seconds=self.config.max_seconds)
         run = RunState(task, budget)
         context = task.context if task.context is not None else ""
         chunk = prompting.chunk_chars(self.sub_model, prompting.context_text(context)[:4000], self.max_chunk_tokens,
@@ -268,6 +271,8 @@ class RecursiveLM(MethodBase):
                   model=self.sub_model.name) as sub_span:
             try:
                 for start in range(0, len(convs), self.max_batch):
+                    if start:
+                        run.budget.check()
                     completions += self.sub_model.generate(convs[start:start + self.max_batch], self.sub_sampling)
             except RecursaError as exc:
                 raise type(exc)(f"{exc}. Keep each prompt under about {self._current_chunk} characters "
