@@ -15,7 +15,7 @@ from pathlib import Path
 
 
 def rows(paths: list[Path]) -> list[dict]:
-    from recursa.eval.long_scoring import graded
+    from recursa.eval.scoring import graded
 
     out = []
     for path in paths:

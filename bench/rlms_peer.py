@@ -193,7 +193,7 @@ def _run_worker(args: argparse.Namespace, tasks_path: Path, raw_path: Path, base
 
 
 def _score(args: argparse.Namespace, tasks: list, raw_path: Path, window: int) -> None:
-    from recursa.eval.long_scoring import graded
+    from recursa.eval.scoring import graded
     from recursa.eval.scoring import score_task
 
     by_id = {t.id: t for t in tasks}

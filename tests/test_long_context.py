@@ -9,7 +9,7 @@ import pytest
 
 from recursa.core.errors import TaskError
 from recursa.eval import long_context, reading_tasks
-from recursa.eval.long_scoring import graded, pair_f1, parse_pairs, score_long_context
+from recursa.eval.scoring import graded, pair_f1, parse_pairs, score_task
 from recursa.eval.tasks import load_tasks
 from recursa.methods.rlm.truncated import TruncatedSingle
 
@@ -61,15 +61,15 @@ def test_loader_validates_options():
 
 
 def test_scorers():
-    assert score_long_context("niah", "The number is 5,138,149.", "5138149").correct
-    assert not score_long_context("niah", "I could not find it", "5138149").correct
-    exact = score_long_context("oolong_number", "There are 12 records.", "12")
-    off = score_long_context("oolong_number", "\\boxed{10}", "12")
+    assert score_task("The number is 5,138,149.", "5138149", {"scorer": "niah"}).correct
+    assert not score_task("I could not find it", "5138149", {"scorer": "niah"}).correct
+    exact = score_task("There are 12 records.", "12", {"scorer": "oolong_number"})
+    off = score_task("\\boxed{10}", "12", {"scorer": "oolong_number"})
     assert exact.correct and graded(exact.detail) == 1.0
     assert not off.correct and graded(off.detail) == pytest.approx(0.75 ** 2, abs=1e-3)
-    assert graded(score_long_context("oolong_number", "no idea", "12").detail) == 0.0
+    assert graded(score_task("no idea", "12", {"scorer": "oolong_number"}).detail) == 0.0
     assert pair_f1({(1, 2), (1, 3)}, {(1, 2), (2, 3)}) == pytest.approx(0.5)
-    both = score_long_context("pairs_f1", "(3, 1), [1, 2] and (2,3)", "(1, 2), (1, 3), (2, 3)")
+    both = score_task("(3, 1), [1, 2] and (2,3)", "(1, 2), (1, 3), (2, 3)", {"scorer": "pairs_f1"})
     assert both.correct and graded(both.detail) == 1.0
 
 

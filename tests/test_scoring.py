@@ -3,11 +3,13 @@
 import pytest
 
 from recursa.eval.scoring import (
+    SCORERS,
     boxed_contents,
     code_test_program,
     extract_answer,
     extract_choice,
     extract_code,
+    graded,
     parse_number,
     score_choice,
     score_math,
@@ -99,3 +101,12 @@ def test_score_task_dispatch():
     assert not score_task("7", None, {}).correct
     with pytest.raises(ValueError, match="unknown scorer"):
         score_task("7", "7", {"scorer": "bleu"})
+
+
+def test_one_table_scores_long_context_answers_too():
+    assert {"math", "code", "niah", "oolong_number", "pairs_f1"} <= set(SCORERS)
+    off_by_one = score_task("I count 11.", "12", {"scorer": "oolong_number"})
+    assert not off_by_one.correct and graded(off_by_one.detail) == pytest.approx(0.75)
+    assert graded(score_task("(2, 1)", "(1, 2), (1, 3)", {"scorer": "pairs_f1"}).detail) == pytest.approx(2 / 3,
+                                                                                                          abs=1e-3)
+    assert graded(score_task("no pairs", None, {"scorer": "pairs_f1"}).detail) is None   # no gold: not graded

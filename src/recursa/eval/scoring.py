@@ -1,5 +1,8 @@
 """Answer extraction and scoring: pure functions (code scoring delegates only the execution to the sandbox).
 
+One table (`SCORER_TABLE`, plus "code") serves every task: math | choice | exact | code, and the long-context
+scorers niah | oolong_number | pairs_f1, whose `detail` carries the graded score ("score=0.563", see `graded`).
+
 Extraction order for a final answer: the last `\\boxed{...}` (nested braces allowed), then "#### n", then
 "the (final) answer is ...", then "Answer: ...", then the last number in the text. Numbers are compared as
 numbers: "1,234", "$1234.00", "1234 dollars", "\\frac{2468}{2}" all equal 1234.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -162,7 +166,70 @@ def score_code(completion: str, test: str, entry_point: str, prompt: str = "", t
     return Score(True, entry_point, f"tests passed ({result.isolation})")
 
 
-SCORERS = ("math", "choice", "exact", "code")
+# ---- long-context scorers: `detail` starts with "score=<0..1>", the graded value the RLM paper reports -----------
+_PAIR = re.compile(r"\(\s*(\d+)\s*,\s*(\d+)\s*\)|\[\s*(\d+)\s*,\s*(\d+)\s*\]")
+
+
+def score_niah(text: str, gold: str) -> Score:
+    """The needle's value appears in the answer (thousands separators ignored)."""
+    found = gold.strip() in (text or "").replace(",", "")
+    return Score(found, gold if found else extract_answer(text), f"score={float(found):.3f}")
+
+
+def score_oolong_number(text: str, gold: str) -> Score:
+    """A count: correct when exact, graded 0.75^|error|."""
+    extracted = extract_answer(text)
+    value = parse_number(extracted)
+    if value is None:
+        return Score(False, extracted, "score=0.000 (no number)")
+    score = 0.75 ** abs(value - float(gold))
+    return Score(value == float(gold), extracted, f"score={score:.3f}")
+
+
+def parse_pairs(text: str) -> set[tuple[int, int]]:
+    pairs = set()
+    for match in _PAIR.finditer(text or ""):
+        a, b = (int(x) for x in (match.group(1, 2) if match.group(1) else match.group(3, 4)))
+        if a != b:
+            pairs.add((min(a, b), max(a, b)))
+    return pairs
+
+
+def pair_f1(predicted: set[tuple[int, int]], gold: set[tuple[int, int]]) -> float:
+    if not predicted and not gold:
+        return 1.0
+    hits = len(predicted & gold)
+    if not hits:
+        return 0.0
+    precision, recall = hits / len(predicted), hits / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def score_pairs_f1(text: str, gold: str) -> Score:
+    """A set of id pairs: correct when equal, graded by F1."""
+    predicted, expected = parse_pairs(text), parse_pairs(gold)
+    f1 = pair_f1(predicted, expected)
+    shown = ", ".join(f"({a}, {b})" for a, b in sorted(predicted)[:20])
+    return Score(f1 == 1.0, shown, f"score={f1:.3f}")
+
+
+def graded(detail: str | None) -> float | None:
+    """The graded score a long-context scorer put in `detail`."""
+    match = re.match(r"score=([0-9.]+)", detail or "")
+    return float(match.group(1)) if match else None
+
+
+# ---- the one scorer table ----------------------------------------------------------------------------------------
+Scorer = Callable[[str, str, dict[str, Any]], Score]
+SCORER_TABLE: dict[str, Scorer] = {
+    "math": lambda text, gold, meta: score_math(text, gold, float(meta.get("rel_tol", 1e-6))),
+    "choice": lambda text, gold, meta: score_choice(text, gold, str(meta.get("choices", "ABCD"))),
+    "exact": lambda text, gold, meta: score_exact(text, gold),
+    "niah": lambda text, gold, meta: score_niah(text, gold),
+    "oolong_number": lambda text, gold, meta: score_oolong_number(text, gold),
+    "pairs_f1": lambda text, gold, meta: score_pairs_f1(text, gold),
+}
+SCORERS = ("code", *SCORER_TABLE)   # "code" runs tests from meta and needs no gold answer
 
 
 def score_task(text: str, gold: str | None, meta: dict[str, Any]) -> Score:
@@ -171,16 +238,8 @@ def score_task(text: str, gold: str | None, meta: dict[str, Any]) -> Score:
     if scorer == "code":
         return score_code(text, meta["test"], meta["entry_point"], meta.get("code_prompt", ""),
                           float(meta.get("timeout", 10.0)))
+    if scorer not in SCORER_TABLE:
+        raise ValueError(f"unknown scorer '{scorer}'; available: {', '.join(SCORERS)}")
     if gold is None:
         return Score(False, extract_answer(text), "task has no gold answer")
-    if scorer == "math":
-        return score_math(text, gold, float(meta.get("rel_tol", 1e-6)))
-    if scorer == "choice":
-        return score_choice(text, gold, str(meta.get("choices", "ABCD")))
-    if scorer == "exact":
-        return score_exact(text, gold)
-    if scorer in ("niah", "oolong_number", "pairs_f1"):  # long-context tasks; lazy import: that module imports this
-        from recursa.eval.long_scoring import score_long_context
-
-        return score_long_context(scorer, text, gold)
-    raise ValueError(f"unknown scorer '{scorer}'; available: {', '.join(SCORERS)}")
+    return SCORER_TABLE[scorer](text, gold, meta)

@@ -238,7 +238,7 @@ def _task_from_record(record: Any, where: str, seen: set[str]) -> Task:
     if scorer not in SCORERS:
         raise TaskError(f"{where}: unknown scorer '{scorer}'; use one of {', '.join(SCORERS)}")
     meta["scorer"] = scorer
-    meta.setdefault("answer_format", record.get("answer_format", _ANSWER_FORMATS[scorer]))
+    meta.setdefault("answer_format", record.get("answer_format", _ANSWER_FORMATS.get(scorer, "text")))
     answer = record.get("answer")
     if scorer == "code":
         for field in ("test", "entry_point"):
