@@ -3,38 +3,22 @@ a crash that tore the last line, error records, summaries. Model behaviour is te
 
 import json
 
+import fakes
 import pytest
 
-from recursa.core.errors import ConfigError, ContextTooLongError
+from recursa.core.errors import ConfigError
 from recursa.eval.bench import parse_method_specs, read_results, run_bench
 from recursa.eval.report import wilson_interval, write_summary
 from recursa.methods.base import Task
-from recursa.models.base import Completion
 
 
-class ScriptedModel:
-    """Answers every conversation with a boxed number: the right one for questions containing 'easy'."""
+def easy_answer(text: str) -> str:
+    """The right boxed number for questions containing 'easy n', 0 otherwise."""
+    return f"so \\boxed{{{text.split('easy ')[1].split()[0] if 'easy ' in text else '0'}}}"
 
-    name = "scripted"
-    context_window = 4096
 
-    def __init__(self, fail_on: str | None = None):
-        self.calls: list[int] = []          # batch size of every generate() call
-        self.fail_on = fail_on
-
-    def generate(self, batch, sampling):
-        self.calls.append(len(batch))
-        out = []
-        for conv in batch:
-            text = conv[-1]["content"]
-            if self.fail_on and self.fail_on in text:
-                raise ContextTooLongError("scripted: too long")
-            answer = text.split("easy ")[1].split()[0] if "easy " in text else "0"
-            out.append(Completion(f"so \\boxed{{{answer}}}", "stop", len(text.split()), 5))
-        return out
-
-    def count_tokens(self, text):
-        return len(text.split())
+def ScriptedModel(fail_on: str | None = None) -> fakes.ScriptedModel:  # noqa: N802 - reads like the class
+    return fakes.ScriptedModel(respond=easy_answer, fail_on=fail_on, context_window=4096)
 
 
 def tasks(n=5):

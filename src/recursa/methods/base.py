@@ -124,7 +124,7 @@ class MethodBase:
         meta = {"answer_format": answer_format} if answer_format else {}
         task = Task(question=question, context=context, meta=meta)
         started = time.perf_counter()
-        with Tracer.start(runs_dir=runs_dir) as tracer:
+        with Tracer.start(runs_dir=Path(runs_dir) if runs_dir else None) as tracer:
             try:
                 answer = self.solve(task)
             except BudgetExceeded as exc:
