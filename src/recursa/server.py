@@ -228,21 +228,8 @@ def served_names(model) -> set[str]:
     return names
 
 
-def create_app(model, max_batch: int = 16) -> FastAPI:
-    """An OpenAI-compatible app over `model` (an `HFModel`); the worker runs while the app is up."""
-    worker = BatchWorker(model, max_batch)
-    names = served_names(model)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker.start()
-        try:
-            yield
-        finally:
-            await asyncio.to_thread(worker.stop)
-
-    app = FastAPI(title="recursa serve", lifespan=lifespan)
-    app.state.worker = worker
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error leaves the server as an OpenAI-style error object."""
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -262,6 +249,25 @@ def create_app(model, max_batch: int = 16) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return ApiError(exc.status_code, str(exc.detail), code=str(exc.status_code)).response()
+
+
+def create_app(model, max_batch: int = 16) -> FastAPI:
+    """An OpenAI-compatible app over `model` (an `HFModel`); the worker runs while the app is up."""
+    worker = BatchWorker(model, max_batch)
+    names = served_names(model)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        worker.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(worker.stop)
+
+    app = FastAPI(title="recursa serve", lifespan=lifespan)
+    app.state.worker = worker
+
+    add_error_handlers(app)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

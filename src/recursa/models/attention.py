@@ -1,14 +1,13 @@
 """Grouped-query eager attention without the key/value copies: same numbers as transformers' eager path, faster.
 
-transformers' eager attention repeats every key/value head once per query head of its group (`repeat_kv`), which
-copies the whole cache G times per layer per step. On this CPU that made attention the slowest part of a batched
-decode step once caches grew (measured at batch 8 with 800 cached positions: 624 ms of attention per step against
-12 ms here). Here the G query heads of a group are stacked against their shared key/value head instead. The dot
-products and reductions are those of the eager path (a test checks equality on decode-sized shapes; a 512-query
-prefill chunk over 8k keys differed in the last bit, and was no faster there: the softmax dominates).
-The default (`RECURSA_ATTENTION=eager` restores transformers' own). Like eager, it leaves a row's greedy tokens
-independent of its batch except where two candidate tokens tie within bf16 rounding: with more than one thread
-the batched matmul splits its work by batch size, so at an exact tie either path can pick either token.
+transformers' eager attention repeats every key/value head once per query head of its group (`repeat_kv`): it
+copies the whole cache G times per layer per step, which made attention the slowest part of a batched decode step
+once caches grew (bench/results/attention.md). Here the G query heads of a group are stacked against their shared
+key/value head instead. The dot products and reductions are those of the eager path (a test checks equality on
+decode-sized shapes; on long prefill chunks the last bit can differ, see bench/results/attention.md). The default
+(`RECURSA_ATTENTION=eager` restores transformers' own). Like eager, it leaves a row's greedy tokens independent
+of its batch except where two candidate tokens tie within bf16 rounding: with more than one thread the batched
+matmul splits its work by batch size, so at an exact tie either path can pick either token.
 """
 
 from __future__ import annotations
