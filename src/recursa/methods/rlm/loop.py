@@ -171,7 +171,8 @@ class RecursiveLM(MethodBase):
                     run.messages.append({"role": "user", "content": prompting.render(
                         "next_user", output="\n\n".join(outputs), notes=note_text, turn=turn + 1,
                         max_turns=self.max_iterations, question=run.task.question,
-                        key_words=", ".join(repr(w) for w in prompting.key_words(run.task.question)))})
+                        key_words=", ".join(repr(w) for w in prompting.key_words(run.task.question)),
+                        hint=prompting.render("hint_subcalls") + "\n" if self.sub_calls_allowed else "")})
 
     def _textual_final(self, run: RunState, worker: PythonWorker, reply: str, blocks: list[parsing.CodeBlock],
                        outputs: list[str], notes: list[str], rejected_early: bool) -> bool:

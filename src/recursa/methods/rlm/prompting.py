@@ -27,7 +27,7 @@ def sections() -> dict[str, str]:
             current.append(line)
     needed = {"system", "tools_subcalls", "tools_rlm_query", "strategy_subcalls", "strategy_no_subcalls",
               "example_search", "example_count", "example_classify", "example_batched", "first_user", "next_user",
-              "no_code", "too_early", "final_request", "sub_system"}
+              "hint_subcalls", "no_code", "too_early", "final_request", "sub_system"}
     missing = needed - found.keys()
     if missing:
         raise ConfigError(f"recursa/prompts/rlm.md lacks sections: {', '.join(sorted(missing))}")
