@@ -56,14 +56,18 @@ def test_decode_after_prefilled_cache_equals_full_prompt(qwen):
 
 
 @torch.inference_mode()
-def test_inputs_embeds_path_gives_same_logits_as_ids(qwen):
-    ids = qwen.chat_ids(conv("Say hello."))
-    by_ids = qwen.logits(qwen._forward(qwen.new_state(1), torch.ones(1, len(ids), dtype=torch.long),
-                                       input_ids=torch.tensor([ids])))
-    embeds = qwen.embed(torch.tensor([ids]))
-    by_embeds = qwen.logits(qwen._forward(qwen.new_state(1), torch.ones(1, len(ids), dtype=torch.long),
-                                          inputs_embeds=embeds))
-    assert torch.equal(by_ids, by_embeds)
+def test_prefill_embeds_of_different_lengths_equals_prefill_of_ids(qwen):
+    rows = [qwen.chat_ids(conv("Say hello.")), qwen.chat_ids(conv("Name three rivers of Europe, please."))]
+    assert len(rows[0]) != len(rows[1])
+    by_ids_state, by_embeds_state = qwen.new_state(2), qwen.new_state(2)
+    by_ids = qwen.prefill(by_ids_state, rows)
+    by_embeds = qwen.prefill_embeds(by_embeds_state, [qwen.embed(torch.tensor(row)) for row in rows])
+    assert torch.equal(qwen.logits(by_ids), qwen.logits(by_embeds))
+    assert torch.equal(by_ids_state.mask, by_embeds_state.mask)                 # same left padding and positions
+    assert torch.equal(by_ids_state.next_pos, by_embeds_state.next_pos)
+    # both states continue identically
+    follow = [[qwen.chat_ids(conv("x"))[-1]]] * 2
+    assert torch.equal(qwen.prefill(by_ids_state, follow), qwen.prefill(by_embeds_state, follow))
 
 
 def test_stop_strings_and_max_tokens(qwen):
@@ -153,6 +157,6 @@ def test_attention_setting_selects_the_kernel(monkeypatch):
     monkeypatch.setenv("RECURSA_ATTENTION", "sdpa")
     config.settings.cache_clear()
     fused = HFModel.from_path(registry.resolve_path("qwen2.5-coder-0.5b"))
-    assert fused.model.config._attn_implementation == "sdpa"
+    assert fused.attention == "sdpa"
     answer = fused.generate([conv("What is 12*7? Answer with a number only.")], Sampling(max_tokens=8))[0]
     assert "84" in answer.text

@@ -130,6 +130,12 @@ class HFModel:
         return cls(model, tokenizer, name or str(path))
 
     @property
+    def attention(self) -> str:
+        """The attention kernel in use (`RECURSA_ATTENTION`: grouped, eager or sdpa)."""
+        implementation = self.model.config._attn_implementation
+        return "grouped" if implementation == attention.NAME else implementation
+
+    @property
     def module(self) -> torch.nn.Module:
         """The underlying transformers model (for comparisons with its own `generate`)."""
         return self.model
