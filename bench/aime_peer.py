@@ -1,0 +1,154 @@
+"""The peer on Aime's goal suite: smolagents' CodeAgent (with `planning_interval`) against `recursa serve`.
+
+Runs in its own venv so smolagents does not touch ours:
+
+    python -m venv /tmp/smol-venv && /tmp/smol-venv/bin/pip install "smolagents[openai]==1.26.0" rank-bm25
+    python bench/aime_goals.py make --out runs/aime-goals
+    recursa serve --model qwen2.5-coder-1.5b --port 8011 &
+    /tmp/smol-venv/bin/python bench/aime_peer.py --goals runs/aime-goals --model qwen2.5-coder-1.5b \
+        --base-url http://127.0.0.1:8011/v1 --limit 10 --out runs/aime-peer-1.5b
+
+CodeAgent runs with its defaults (max_steps 20, its own prompts and local Python executor) plus
+`planning_interval=3`. Its tools mirror Aime's toolkits: workspace files, Python in a bubblewrap sandbox with the
+workspace as cwd (ledger.py and stock.db need real files), and BM25 search over the knowledge folder. It has no
+long-context reader: it reads long files with code, as a code agent does. Each goal's full agent log is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from aime_goals import check  # noqa: E402  (stdlib only)
+
+
+def tools_for(ws: Path, knowledge: Path | None):
+    from smolagents import tool
+
+    def inside(path: str) -> Path:
+        target = (ws / path).resolve()
+        if ws.resolve() not in target.parents:
+            raise ValueError(f"{path} is outside the workspace")
+        return target
+
+    @tool
+    def read_file(path: str) -> str:
+        """Read a text file of the workspace (first 4000 characters).
+
+        Args:
+            path: path relative to the workspace
+        """
+        return inside(path).read_text(errors="replace")[:4000]
+
+    @tool
+    def write_file(path: str, content: str) -> str:
+        """Write text to a workspace file.
+
+        Args:
+            path: path relative to the workspace
+            content: the text to write
+        """
+        inside(path).write_text(content)
+        return f"wrote {path}"
+
+    @tool
+    def list_files() -> str:
+        """List the workspace's files."""
+        return "\n".join(str(p.relative_to(ws)) for p in sorted(ws.rglob("*")) if p.is_file())
+
+    @tool
+    def run_python(code: str) -> str:
+        """Run a Python script with the workspace as its current folder (it can open the workspace's files and
+        import its modules); returns what it prints.
+
+        Args:
+            code: the Python source
+        """
+        cmd = ["bwrap", "--ro-bind", "/", "/", "--bind", str(ws), str(ws), "--unshare-net", "--die-with-parent",
+               "--chdir", str(ws), sys.executable, "-c", code]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        return (done.stdout + done.stderr)[-3000:] or "(no output)"
+
+    tools = [read_file, write_file, list_files, run_python]
+    if knowledge is not None:
+        from rank_bm25 import BM25Okapi
+
+        passages = []
+        for path in sorted(knowledge.rglob("*.json")):
+            passages += [f"{k}: {v}" for k, v in json.loads(path.read_text()).items()]
+        index = BM25Okapi([re.findall(r"[a-z0-9]+", p.lower()) for p in passages])
+
+        @tool
+        def search_knowledge(query: str) -> str:
+            """Search the knowledge base of reference facts.
+
+            Args:
+                query: keywords
+            """
+            scores = index.get_scores(re.findall(r"[a-z0-9]+", query.lower()))
+            best = sorted(range(len(passages)), key=lambda i: -scores[i])[:3]
+            return "\n".join(passages[i] for i in best)
+
+        tools.append(search_knowledge)
+    return tools
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--goals", required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--start", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=35)
+    parser.add_argument("--planning-interval", type=int, default=3)
+    args = parser.parse_args()
+    from smolagents import CodeAgent, OpenAIServerModel
+
+    out = Path(args.out)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = {json.loads(line)["id"] for line in results.read_text().splitlines()} if results.exists() else set()
+    goals = json.loads((Path(args.goals) / "goals.json").read_text())[args.start:args.start + args.limit]
+    for goal in goals:
+        if goal["id"] in done:
+            continue
+        ws = out / "work" / goal["id"]
+        if ws.exists():
+            shutil.rmtree(ws)
+        shutil.copytree(goal["workspace"], ws)
+        knowledge = Path(goal["knowledge_dir"]) if goal.get("knowledge") else None
+        model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed")
+        agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval)
+        started, crash, answer = time.perf_counter(), None, ""
+        try:
+            answer = str(agent.run(goal["goal"]))
+        except Exception as exc:  # noqa: BLE001 - recorded as the run's outcome
+            crash = f"{type(exc).__name__}: {exc}"
+        steps = agent.memory.steps
+        usage = agent.monitor.get_total_token_counts()
+        tokens = (usage.input_tokens + usage.output_tokens) if hasattr(usage, "input_tokens") else 0
+        errors = sum(1 for s in steps if getattr(s, "error", None))
+        log = json.dumps(agent.memory.get_full_steps(), default=str)
+        (out / "logs" / f"{goal['id']}.json").write_text(log[:2_000_000])
+        record = {"model": args.model, "id": goal["id"], "kind": goal["kind"], "system": "smolagents-codeagent",
+                  "success": check(goal, ws), "seconds": round(time.perf_counter() - started, 1), "tokens": tokens,
+                  "model_calls": sum(1 for s in steps if getattr(s, "model_output", None) is not None
+                                     or type(s).__name__ == "PlanningStep"),
+                  "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
+                  "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
+                  "invalid_replies": errors, "crash": crash, "answer": answer[:300]}
+        with results.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        print(json.dumps({k: record[k] for k in ("id", "kind", "success", "seconds", "tokens")}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
