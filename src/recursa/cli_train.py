@@ -55,7 +55,7 @@ def train_links(
         if trajectories is None:
             tasks = gsm_symbolic_split("train", problems)
             console.print(f"text-mas on {len(tasks)} training-template problems → {path}")
-            collect_trajectories(models[spec.final.name], tasks, path)
+            collect_trajectories(models[spec.final.name], tasks, path, batch_size=16)
         examples = examples_from([t for t in read_trajectories(path) if t.get("correct")], spec)
         settings = TrainSettings(rounds=spec.rounds, latent_tokens=spec.latent_steps, outer_steps=steps,
                                  max_minutes=max_minutes, init=init, outer_lr=lr)
