@@ -205,3 +205,11 @@ def test_single_actor_baseline_and_budget(tmp_path):
     assert answer.stopped and "model_calls" in answer.stopped
     started = time.monotonic()
     assert ProgressBoard(answer.meta["board"]).meta("stopped") and time.monotonic() - started < 5
+
+
+def test_done_without_evidence_is_refused_once(tmp_path):
+    model = ScriptedModel([plan(("1", "Count")), finish(summary="7"), call("list_files"), finish(summary="0 files"),
+                           plan(action="finish", answer="0")])
+    answer = aime(model, tmp_path).run("count files")
+    assert "No tool call has succeeded" in model.root_prompts[2][-1]["content"]
+    assert ProgressBoard(answer.meta["board"]).task("1").result == "0 files"

@@ -68,7 +68,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     calls: dict[str, int] = {}
     seen: set[str] = set()
     useful: list[str] = []
-    stall, guard, step = 0, "step_cap", 0
+    stall, guard, step, refused = 0, "step_cap", 0, False
     for step in range(1, limits.max_steps + 1):
         budget.check()
         reply = ask(model, _trim(messages, limits.history_steps), spec.adapter, sampling, budget, limits.retries)
@@ -81,11 +81,15 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
             call = reply.value.model_dump()
             name = call.pop("tool")
             call.pop("thought", None)
-            if name == "finish":
+            if name == "finish" and call["status"] == "done" and not useful and not refused:
+                refused = True   # a result needs evidence: no tool has succeeded yet
+                observation = ("No tool call has succeeded yet, so the result is not shown anywhere. Use a tool to "
+                               "get it first, then finish.")
+            elif name == "finish":
                 pointers = [p for p in dict.fromkeys([*call["pointers"], *spec.env.written]) if p]
                 result.report = Report(spec.task.id, call["status"], call["summary"], pointers, step)
                 return result
-            if name == "update_progress":
+            elif name == "update_progress":
                 board.progress(spec.task.id, call["status"], call["message"])
                 observation, progress = "noted on the board", call["status"] == "milestone"
             else:
