@@ -210,6 +210,7 @@ def test_key_words_name_what_the_question_names():
     assert key_words("Who signed the lease for the flat on 'Rue Cler' in Paris?")[:1] == ["Rue Cler"]
     assert "Paris" in key_words("Who signed the lease for the flat on 'Rue Cler' in Paris?")
     assert key_words("which letters discuss gardening and orchards?")[:2] == ["gardening", "orchards"]
+    assert key_words("Which crates in bay b12 hold flour from mill-7?") == ["b12", "mill-7"]   # ids with digits
 
 
 def test_key_words_skip_the_answer_format_example():

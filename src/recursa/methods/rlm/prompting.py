@@ -148,8 +148,9 @@ def key_words(question: str, limit: int = 4) -> list[str]:
         words += [a or b for a, b in re.findall(_QUOTED, sentence)]
         tokens = re.findall(r"[A-Za-z][\w'-]*|\d[\d-]*", sentence)
         names += [t for i, t in enumerate(tokens) if i > 0 and t[0].isupper() and t.lower() not in _STOPWORDS]
-        numbers += [t for t in tokens if t[0].isdigit()]
-        plain += [t.lower() for t in tokens if t[0].isalpha() and t.lower() not in _STOPWORDS and len(t) > 3]
+        numbers += [t for t in tokens if any(c.isdigit() for c in t) and t not in names]   # numbers and ids
+        plain += [t.lower() for t in tokens if not any(c.isdigit() for c in t) and t.lower() not in _STOPWORDS
+                  and len(t) > 3]
     words += names + numbers
     if not words:
         # Plain words are weak search terms: used only when the question names nothing specific, longest first.
