@@ -3,7 +3,12 @@
     python bench/long_context.py --tasks s-niah,oolong-lite --sizes 32000,256000,1000000 --limit 2 \
         --methods "rlm[max_iterations=6],rlm[max_depth=0;max_iterations=6],single-truncated[max_context_tokens=8192]"
 
+    python bench/long_context.py --model qwen2.5-coder-1.5b --tasks reading-posts,reading-logs,reading-tickets \
+        --sizes 256000 --limit 2 --methods "rlm[max_iterations=6;max_seconds=480],rlm[max_depth=0;max_iterations=6]"
+
 Each (task, size) is a resumable `recursa bench` folder under --out; `bench/long_context_report.py` makes the table.
+Tasks: s-niah, oolong-lite, oolong-pairs-lite (grep answers them) and the reading tasks (reading-posts,
+reading-posts-pairs, reading-logs, reading-tickets), where the class of each record must be read.
 """
 
 from __future__ import annotations
