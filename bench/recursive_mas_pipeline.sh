@@ -12,8 +12,8 @@ mkdir -p "$OUT"
 step() { echo "=== $(date +%T) $*"; }
 
 step "train-links (text-mas trajectories on training templates, then stages 1 and 2)"
-recursa train-links --out "$OUT/links" --problems "${PROBLEMS:-32}" --steps "${STEPS:-60}" \
-    --max-minutes "${MINUTES:-25}" --bf16 || exit 1
+recursa train-links --out "$OUT/links" --problems "${PROBLEMS:-32}" --steps "${STEPS:-50}" \
+    --max-minutes "${MINUTES:-20}" --bf16 || exit 1
 cp "$OUT"/links/inner-*.safetensors "$OUT"/links/outer-*.safetensors src/recursa/systems/default-links/
 cp "$OUT"/links/losses.png "$OUT"/links/losses.json src/recursa/systems/default-links/ 2>/dev/null
 
