@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from recursa.console import console, fail
 from recursa.core.errors import RecursaError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # model hubs are unreachable; fail fast instead of retrying
@@ -23,12 +24,6 @@ app = typer.Typer(help="Multi-agent reasoning with language models.", no_args_is
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="List and prepare models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
-console = Console(stderr=True)
-
-
-def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}")
-    raise typer.Exit(2)
 
 
 def load_chat_model(model: str | None, backend: str = "local", base_url: str | None = None,

@@ -36,7 +36,7 @@ def train_links(
     import torch
     from tqdm import tqdm
 
-    from recursa.cli import console, fail
+    from recursa.console import console, fail
     from recursa.latent.train import TrainSettings
     from recursa.link_data import collect_trajectories, gsm_symbolic_split, read_trajectories
     from recursa.methods.recursive_system import load_models, load_system

@@ -18,13 +18,14 @@ from typing import Any
 
 from pydantic import Field
 
+import recursa.methods.rlm.parsing as parsing
+import recursa.methods.rlm.prompting as prompting
 from recursa.core.budget import Budget
 from recursa.core.errors import BudgetExceeded, ConfigError, RecursaError
 from recursa.core.sandbox import BlockResult, PythonWorker
 from recursa.core.trace import span
 from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.config import MethodConfig
-from recursa.methods.rlm import parsing, prompting
 from recursa.methods.rlm.history import fit_history
 from recursa.methods.rlm.state import Repl, RunState
 from recursa.models.base import ChatModel, Completion, Conversation, Sampling

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit
+from recursa.methods.aime.toolkits.base import Tool, ToolEnv, Toolkit
 
 PASSAGE_CHARS = 600
 _WORD = re.compile(r"[a-z0-9]+")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from recursa.methods.aime.toolkits import Tool, ToolEnv, ToolFailure, Toolkit
+from recursa.methods.aime.toolkits.base import Tool, ToolEnv, ToolFailure, Toolkit
 
 
 class TeamArgs(BaseModel):

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from recursa.core.sandbox import PythonWorker
-from recursa.methods.aime.toolkits import Tool, ToolEnv, ToolFailure, Toolkit
+from recursa.methods.aime.toolkits.base import Tool, ToolEnv, ToolFailure, Toolkit
 from recursa.methods.aime.toolkits.workspace import list_files, resolve
 
 MAX_FILE_BYTES = 5_000_000

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from recursa.methods.aime.toolkits import Tool, ToolEnv, ToolFailure, Toolkit
+from recursa.methods.aime.toolkits.base import Tool, ToolEnv, ToolFailure, Toolkit
 
 MAX_READ_CHARS = 4000
 MAX_FILES_LISTED = 50
