@@ -219,7 +219,7 @@ def test_key_words_skip_the_answer_format_example():
     words = key_words(question)
     assert "saffron" in words and not {"101", "202", "303"} & set(words)
     assert key_words("How many loans did card 0412 make in March? Reply with a number such as 12.") == [
-        "March", "0412"]
+        "0412", "March"]
 
 
 def test_grep_returns_whole_lines_of_record_data_once_each():
@@ -249,3 +249,18 @@ def test_counting_questions_get_the_counting_example_first():
     assert "llm_query_batched(prompts)" in with_calls
     without = system_prompt(context="x", chunk=1000, sub_calls=False, recursive=False, question="Where is it?")
     assert without.index("find a fact") < without.index("count lines") and "llm_query" not in without
+
+
+def test_a_time_budget_stops_a_long_batched_call_between_batches():
+    import time
+
+    def slow(text: str) -> str:
+        time.sleep(0.03)
+        return "no"
+
+    model = ScriptedModel(["```repl\nr = llm_query_batched(['line %d' % i for i in range(96)])\nprint(len(r))\n```"],
+                          script_when=ROOT_MARK, respond=slow)
+    answer = RecursiveLM(model, max_iterations=3, max_batch=32, max_seconds=0.5).solve(
+        Task("t", "How many lines?", context="abc"))
+    assert answer.stopped and "seconds" in answer.stopped
+    assert len(model.sub_batches) == 1                       # the second batch of 32 never ran

@@ -276,6 +276,8 @@ class RecursiveLM(MethodBase):
                     if start:
                         run.budget.check()
                     completions += self.sub_model.generate(convs[start:start + self.max_batch], self.sub_sampling)
+            except BudgetExceeded:
+                raise
             except RecursaError as exc:
                 raise type(exc)(f"{exc}. Keep each prompt under about {self._current_chunk} characters "
                                 "(use chunks()).") from exc

@@ -151,7 +151,7 @@ def key_words(question: str, limit: int = 4) -> list[str]:
         numbers += [t for t in tokens if any(c.isdigit() for c in t) and t not in names]   # numbers and ids
         plain += [t.lower() for t in tokens if not any(c.isdigit() for c in t) and t.lower() not in _STOPWORDS
                   and len(t) > 3]
-    words += names + numbers
+    words += numbers + names   # ids and numbers are the most specific search terms
     if not words:
         # Plain words are weak search terms: used only when the question names nothing specific, longest first.
         order = {w: i for i, w in reversed(list(enumerate(plain)))}
