@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import diverges_only_at_a_tie
 
 from recursa.core.errors import ConfigError
 from recursa.latent.align import Aligner, compute_realignment, ridge_map
@@ -142,19 +143,88 @@ SHORT = ["What is 7 times 8, minus 5?", "Tom has 12 eggs and uses 5. How many ar
 
 
 def test_latent_mas_batch_equals_each_alone(qwen):
-    # Short problems keep the cache under 512 columns: beyond that hf.py's single-token decode steps are not yet
-    # batch-invariant (measured: prefill and latent steps stay exact; reported to the lead).
-    # ridge+norm: the soft map multiplies by the LM head, whose bf16 product rounds a row differently with the row
-    # count on this CPU (README), so soft latents are equal across batch sizes only up to rounding.
-    method = create("latent-mas", qwen, latent_steps=4, max_tokens=16, pattern="hierarchical", realign="ridge+norm")
+    # The default (soft) map. Short problems keep the cache under 512 columns. A row's final tokens alone and in the
+    # batch may part only at a bf16 tie of its two best logits (the soft map's LM-head product rounds a row
+    # differently with the row count on this CPU, so its latents are equal across batch sizes only up to
+    # rounding); the margin is read on top of the row's own working memory.
+    method = create("latent-mas", qwen, latent_steps=4, max_tokens=16, pattern="hierarchical")
     tasks = [Task(str(i), q) for i, q in enumerate(SHORT)]
-    together = method.solve_batch(tasks)
-    for task, answer in zip(tasks, together, strict=True):
-        alone = method.solve(task)
-        assert answer.text == alone.text, task.question
-        assert answer.agents[-1].completion_tokens == alone.agents[-1].completion_tokens > 0
-        assert [a.completion_tokens for a in answer.agents[:-1]] == [0, 0, 0]
-        assert [a.latent_steps for a in answer.agents] == [4, 4, 4, 0]
+    state, _ = method.build_memory(tasks)
+    together = qwen.decode(state, method.final_prompt_ids(tasks, state), method.sampling)
+    references = []
+    for task, batched in zip(tasks, together, strict=True):
+        alone, _ = method.build_memory([task])
+        prompt = method.final_prompt_ids([task], alone)[0]
+        reference = qwen.decode(alone.copy(), [prompt], method.sampling)[0].token_ids
+        assert diverges_only_at_a_tie(qwen, prompt, reference, batched.token_ids, state=alone), task.question
+        references.append((prompt, reference, alone))
+    prompt, reference, alone = references[0]   # the check is sharp: another problem's reply is not a tie
+    assert not diverges_only_at_a_tie(qwen, prompt, reference, together[2].token_ids, state=alone)
+    answers = method.solve_batch(tasks)        # solve_batch is this path: every worker thinks, only the last decodes
+    assert [a.text for a in answers] == [c.text for c in together]
+    assert [[a.completion_tokens for a in answer.agents] for answer in answers] == \
+        [[0, 0, 0, c.completion_tokens] for c in together]
+    assert all([a.latent_steps for a in answer.agents] == [4, 4, 4, 0] for answer in answers)
+
+
+def test_final_agent_reads_the_latent_positions(qwen):
+    # Same prompts, same number of positions, other latent thoughts: the final agent's next-token logits change.
+    method, tasks = create("latent-mas", qwen, latent_steps=4), [Task("t", PROBLEMS[0])]
+
+    def final_logits():
+        state, _ = method.build_memory(tasks)
+        positions = state.real_positions()
+        return qwen.logits(qwen.prefill(state, method.final_prompt_ids(tasks, state)))[0].float(), positions
+
+    base, positions = final_logits()
+    again, _ = final_logits()
+    assert torch.equal(base, again)                                   # deterministic: any change is the latents'
+    space = qwen.input_embedding_matrix()[qwen.tokenizer.encode(" banana")[0]].float()
+    method._aligner = lambda hidden: space.expand(hidden.shape[0], -1)
+    changed, changed_positions = final_logits()
+    assert changed_positions == positions
+    assert (changed - base).abs().max() > 0.5
+
+
+def test_stacked_layout_is_a_fresh_chat_per_agent(qwen):
+    # With m = 0 the memory holds only prompts: each agent's complete chat (system, user, open assistant turn)
+    # after the previous one's; the final agent must answer as if given their concatenation as one prompt.
+    task, team = Task("t", PROBLEMS[1]), load_team("sequential")
+    answer = create("latent-mas", qwen, latent_steps=0, max_tokens=20, layout="stacked").solve(task)
+    chats = [qwen.chat_ids(role.messages(task.question, "math", team.latent_note if i > 0 else ""))
+             for i, role in enumerate(team.roles)]
+    single = qwen.decode(qwen.new_state(1), [sum(chats, [])], Sampling(max_tokens=20))[0]
+    assert answer.text == single.text and answer.agents[-1].completion_tokens == single.completion_tokens
+    assert answer.agents[-1].extra["memory_positions"] == sum(len(ids) for ids in chats[:-1])
+    conversation = create("latent-mas", qwen, latent_steps=0, max_tokens=1).solve(task)
+    assert conversation.agents[-1].extra["memory_positions"] != answer.agents[-1].extra["memory_positions"]
+
+
+def test_paper_preset_is_the_official_configuration_and_explicit_options_win():
+    from recursa.methods.latent_mas import LatentMAS
+
+    def build(**options):
+        return LatentMAS.Config.build("latent-mas", options)
+
+    paper = build(preset="paper")
+    assert (paper.realign, paper.layout, paper.transfer, paper.latent_steps) == ("ridge+norm", "stacked", "full", 10)
+    ablation = build(preset="paper", latent_steps="0")                # an explicit option wins over the preset
+    assert (ablation.latent_steps, ablation.realign, ablation.layout) == (0, "ridge+norm", "stacked")
+    assert build(preset="ours").model_dump(exclude={"preset"}) == build().model_dump(exclude={"preset"})
+    with pytest.raises(ConfigError, match="preset must be one of ours, paper"):
+        build(preset="papers")
+
+
+def test_latent_prompts_replace_the_format_instructions(qwen):
+    tasks, team = [Task("t", PROBLEMS[0])], load_team("sequential")
+    shared, latent = (create("latent-mas", qwen, prompts=p) for p in ("shared", "latent"))
+    state = qwen.new_state(1)
+    for role in team.workers:   # what each worker prefills: no output format to restate in the latent prompts
+        text = qwen.detokenize(latent._prompt_ids(role, tasks, "", state)[0])
+        assert role.latent_instruction.split("\n")[0] in text and "Original Plan:" not in text
+    assert "Original Plan:" in qwen.detokenize(shared._prompt_ids(team.workers[1], tasks, "", state)[0])
+    final = qwen.detokenize(latent.final_prompt_ids(tasks, state)[0])
+    assert "not to you: do not answer them" in final and "\\boxed{ANSWER}" in final
 
 
 def test_m0_without_transfer_equals_single_with_the_judger_prompt(qwen):
@@ -194,3 +264,71 @@ def test_conversation_layout_is_one_transcript(qwen):
     assert answer.text == single.text and answer.agents[-1].completion_tokens == single.completion_tokens
     with pytest.raises(ConfigError, match="layout"):
         create("latent-mas", qwen, layout="sideways")
+
+
+# ---- a synthetic model whose input and output embeddings are far from tied ----------------------------------------
+
+@pytest.fixture(scope="module")
+def untied(qwen):
+    """A 2-layer random Qwen2 (vocab 512, H 64) with W_in = W_out · A + noise, A a random rotation scaled by 0.3.
+
+    Our Qwen's W_a is within 0.6% of the identity, so only a model like this can tell a transposed or dropped map.
+    """
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from recursa.models.hf import HFModel, make_batch_invariant
+
+    torch.manual_seed(0)
+    config = Qwen2Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False,
+                         max_position_embeddings=512)
+    module = Qwen2ForCausalLM(config).eval()
+    rotation, _ = torch.linalg.qr(torch.randn(64, 64))
+    w_out = torch.randn(512, 64)
+    with torch.no_grad():
+        module.lm_head.weight.copy_(w_out)
+        module.get_input_embeddings().weight.copy_(0.3 * w_out @ rotation + 1e-3 * torch.randn(512, 64))
+    make_batch_invariant(module)
+    model = HFModel(module, qwen.tokenizer, "untied-tiny")   # the tokenizer is only read for special ids
+    model.pad_id, model.rotation = 0, rotation               # pads inside the small vocabulary
+    return model
+
+
+@pytest.fixture
+def private_home(tmp_path, monkeypatch):
+    from recursa.core import config
+
+    monkeypatch.setenv("RECURSA_HOME", str(tmp_path / "home"))   # W_a's disk cache
+    config.settings.cache_clear()
+
+
+def _cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+def test_ridge_maps_point_output_rows_at_their_input_rows(untied, private_home):
+    w_in, w_out = untied.input_embedding_matrix().detach(), untied.output_embedding_matrix().detach()
+    assert _cosines(w_out, w_in).abs().mean() < 0.2                         # far from tied
+    realignment = compute_realignment(untied)
+    assert realignment.distance_to_identity() > 0.5
+    rows = w_out[:64]                                                         # "h ≈ the output row of a token"
+    for mode in ("ridge", "ridge+norm"):
+        mapped = Aligner.for_model(untied, mode)(rows)
+        assert _cosines(mapped, w_in[:64]).min() > 0.99, mode                 # lands on that token's input row
+    normed = Aligner.for_model(untied, "ridge+norm")(rows).norm(dim=-1)
+    assert torch.allclose(normed, torch.full_like(normed, realignment.target_norm), rtol=1e-4)
+    # the check is sharp: a transposed map or none at all points elsewhere
+    for wrong in (rows @ (0.3 * untied.rotation.T), rows):
+        assert _cosines(wrong, w_in[:64]).mean() < 0.3
+
+
+def test_rollout_feeds_the_mapped_hidden_state(untied, private_home):
+    # Each latent step's input must be W_a applied to the previous step's hidden state (not h, not h · W_aᵀ).
+    aligner = Aligner.for_model(untied, "ridge+norm")
+    matrix, norm = aligner.matrix, aligner.target_norm
+    state = untied.new_state(2)
+    rollout = latent_rollout(untied, state, [[5, 17, 99, 3], [42, 7]], 3, aligner, keep_latents=True)
+    expected = rollout.hidden_states.float() @ matrix
+    expected = expected * (norm / expected.norm(dim=-1, keepdim=True))
+    assert torch.allclose(rollout.input_embeds, expected, atol=1e-4)
+    assert _cosines(rollout.input_embeds, rollout.hidden_states).abs().max() < 0.6   # the map really turned them

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recursa.core.budget import Budget
 from recursa.core.errors import ConfigError
@@ -26,7 +26,8 @@ from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.prompts import Team, answer_format_of, load_team
 from recursa.methods.single import SamplingOptions
 from recursa.methods.text_mas import Pattern
-from recursa.models.base import LatentModel, missing_latent_methods
+from recursa.models.base import Completion, LatentModel, missing_latent_methods
+from recursa.models.state import SequenceState
 
 # How agents' prompts sit in the shared memory. "conversation": one transcript, each later agent's prompt is a new
 # user turn after the previous agent's (latent) assistant turn, closed by the template's end-of-turn. "stacked":
@@ -35,12 +36,27 @@ from recursa.models.base import LatentModel, missing_latent_methods
 Layout = Literal["conversation", "stacked"]
 Realign = Literal["none", "norm", "ridge", "ridge+norm", "soft"]
 Transfer = Literal["full", "latent-only", "own-only", "none"]
+Prompts = Literal["shared", "latent"]
 assert get_args(Realign) == REALIGN_MODES and get_args(Transfer) == TRANSFER_MODES
+
+
+Preset = Literal["ours", "paper"]
+
+# Named configurations; options given explicitly win over their preset's values.
+# "paper": the official code (Gen-Verse/LatentMAS) as published: ridge W_a + norm rescale, a fresh chat per agent,
+# the whole cache handed on, and m = 10 (its CLI default when the paper appeared; the later default 0 drops the
+# cache, i.e. is a single agent). Sampling is not part of a preset: benchmarks decode every method alike.
+PRESETS: dict[str, dict[str, Any]] = {
+    "ours": {"latent_steps": 4, "realign": "soft", "layout": "conversation", "transfer": "full"},
+    "paper": {"latent_steps": 10, "realign": "ridge+norm", "layout": "stacked", "transfer": "full"},
+}
 
 
 class LatentMASConfig(SamplingOptions):
     """`latent-mas`: agents of one model think in latent steps on a shared KV working memory."""
 
+    preset: Preset | None = None
+    """Named configuration: ours (the defaults) or paper (the official code's); explicit options win."""
     latent_steps: int = Field(4, ge=0)
     """Latent steps per non-final agent (m); 0 hands on only the prompts' cache."""
     realign: Realign = "soft"
@@ -53,8 +69,21 @@ class LatentMASConfig(SamplingOptions):
     """conversation: agents' turns in one transcript; stacked: a fresh chat per agent (as upstream)."""
     ridge: float = Field(DEFAULT_RIDGE, gt=0)
     """Ridge regulariser of the ridge maps."""
+    prompts: Prompts = "shared"
+    """Role prompts: shared (text-mas's) or latent (written for agents that think in latent steps)."""
     gist: bool | None = None
     """Read each thought back as the LM head's top token (default: on with soft, which computes it anyway)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        """Fill the options a preset names, except those given explicitly."""
+        if not isinstance(data, dict) or data.get("preset") is None:
+            return data
+        values = PRESETS.get(str(data["preset"]))
+        if values is None:   # let the Literal report the bad name with its choices
+            return data
+        return {**values, **data}
 
 
 @register
@@ -87,76 +116,96 @@ class LatentMAS(MethodBase):
             self._aligner = Aligner.for_model(self.model, self.realign, self.ridge)
         return self._aligner
 
-    def _prompt_ids(self, role: Any, tasks: list[Task], context: str, state: Any) -> list[list[int]]:
+    def _prompt_ids(self, role: Any, tasks: list[Task], context: str, state: SequenceState) -> list[list[int]]:
+        latent = self.config.prompts == "latent"
         if self.layout == "conversation" and state.length > 0:
-            return [self.model.followup_ids(role.user_prompt(t.question, answer_format_of(t.meta), context))
+            return [self.model.followup_ids(role.user_prompt(t.question, answer_format_of(t.meta), context, latent))
                     for t in tasks]
-        return [self.model.chat_ids(role.messages(t.question, answer_format_of(t.meta), context)) for t in tasks]
+        return [self.model.chat_ids(role.messages(t.question, answer_format_of(t.meta), context, latent))
+                for t in tasks]
+
+    def build_memory(self, tasks: list[Task]) -> tuple[SequenceState, list[list[AgentOutput]]]:
+        """Run every non-final agent: the working memory the final agent reads, and each task's agent records."""
+        state = self.model.new_state(len(tasks))
+        agents: list[list[AgentOutput]] = [[] for _ in tasks]
+        for role in self.team.workers:
+            state = self._think(role, tasks, state, agents)
+        return state, agents
+
+    def final_prompt_ids(self, tasks: list[Task], state: SequenceState) -> list[list[int]]:
+        """The final agent's prompt tokens, to be prefilled on top of `state`."""
+        context = self.team.latent_note if state.length > 0 else ""
+        return self._prompt_ids(self.team.final, tasks, context, state)
 
     def solve_batch(self, tasks: list[Task]) -> list[Answer]:
         if not tasks:
             return []
-        model, steps, batch = self.model, self.latent_steps, len(tasks)
-        agents: list[list[AgentOutput]] = [[] for _ in tasks]
         started = time.perf_counter()
-        state = model.new_state(batch)
-        for role in self.team.workers:
-            # Tell an agent about the latent memory only when it reads context and there is memory to read.
-            context = self.team.latent_note if role.receives_context and state.length > 0 else ""
-            ids = self._prompt_ids(role, tasks, context, state)
-            with span("agent", role.name, method=self.name, batch_size=batch, latent_steps=steps,
-                      transfer=self.transfer, realign=self.realign) as agent_span:
-                rollout = latent_rollout(model, state, ids, steps, self.aligner, gist=self.gist)
-                gists = ([model.detokenize(row) for row in rollout.thought_tokens]
-                         if rollout.thought_tokens else None)
-                cache_length, cache_bytes = state.length, state.nbytes()
-                figures = dict(cache_length=cache_length, cache_bytes=cache_bytes,
-                               prefill_seconds=round(rollout.prefill_seconds, 4),
-                               latent_seconds=round(rollout.latent_seconds, 4))
-                record_latent(model.name, rollout.prefill_seconds + rollout.latent_seconds, latent_steps=steps * batch,
-                              prompt_tokens=sum(rollout.prompt_tokens), model_calls=batch, agent=role.name,
-                              batch_size=batch, **figures)
-                state = hand_over(model, state, rollout, self.transfer)
-                if agent_span is not None:
-                    agent_span.set(prompt_tokens=sum(rollout.prompt_tokens), handed_on_length=state.length, **figures,
-                                   **({"latent_gist": gists} if gists else {}))
-            seconds = (rollout.prefill_seconds + rollout.latent_seconds) / batch
-            for row, task_agents in enumerate(agents):
-                task_agents.append(AgentOutput(
-                    role.name, "", rollout.prompt_tokens[row], 0, steps, seconds,
-                    extra={**figures, "cache_bytes": cache_bytes // batch, "handed_on_length": state.length,
-                           "agent_positions": rollout.prompt_tokens[row] + steps, "model_calls": 1,
-                           **({"latent_gist": gists[row]} if gists else {})}))
-            if self.budget is not None:
-                self.budget.charge(tokens=sum(rollout.prompt_tokens), calls=batch)
+        state, agents = self.build_memory(tasks)
+        completions, decode_seconds, memory = self._answer(tasks, state)
+        seconds = (time.perf_counter() - started) / len(tasks)
+        meta = {"preset": self.config.preset, "pattern": self.team.pattern, "latent_steps": self.latent_steps,
+                "realign": self.realign, "transfer": self.transfer, "layout": self.layout,
+                "prompts": self.config.prompts}
+        answers = []
+        for row, completion in enumerate(completions):
+            agents[row].append(AgentOutput(
+                self.team.final.name, completion.text, completion.prompt_tokens, completion.completion_tokens, 0,
+                decode_seconds / len(tasks),
+                extra={"memory_length": memory["length"], "memory_positions": int(memory["positions"][row]),
+                       "memory_bytes": memory["bytes"] // len(tasks),
+                       "finish_reason": completion.finish_reason, "model_calls": 1}))
+            answers.append(Answer(text=completion.text, method=self.name, agents=agents[row], seconds=seconds,
+                                  meta=dict(meta)))
+        return answers
 
-        final = self.team.final
-        context = self.team.latent_note if state.length > 0 else ""
-        ids = self._prompt_ids(final, tasks, context, state)
-        memory_length, memory_bytes = state.length, state.nbytes()   # what the final agent reads
-        memory_positions = state.mask.sum(1).tolist()                 # [B] real (unpadded) positions per row
-        with span("agent", final.name, method=self.name, batch_size=batch, final=True,
-                  cache_length=memory_length, cache_bytes=memory_bytes) as final_span:
+    def _think(self, role: Any, tasks: list[Task], state: SequenceState,
+               agents: list[list[AgentOutput]]) -> SequenceState:
+        """One non-final agent: prefill its prompt on `state`, take m latent steps, record it; the state handed on."""
+        model, steps, batch = self.model, self.latent_steps, len(tasks)
+        # Tell an agent about the latent memory only when it reads context and there is memory to read.
+        context = self.team.latent_note if role.receives_context and state.length > 0 else ""
+        ids = self._prompt_ids(role, tasks, context, state)
+        with span("agent", role.name, method=self.name, batch_size=batch, latent_steps=steps,
+                  transfer=self.transfer, realign=self.realign) as agent_span:
+            rollout = latent_rollout(model, state, ids, steps, self.aligner, gist=self.gist)
+            gists = [model.detokenize(row) for row in rollout.thought_tokens] if rollout.thought_tokens else None
+            cache_bytes = state.nbytes()
+            figures = dict(cache_length=state.length, cache_bytes=cache_bytes,
+                           prefill_seconds=round(rollout.prefill_seconds, 4),
+                           latent_seconds=round(rollout.latent_seconds, 4))
+            record_latent(model.name, rollout.prefill_seconds + rollout.latent_seconds, latent_steps=steps * batch,
+                          prompt_tokens=sum(rollout.prompt_tokens), model_calls=batch, agent=role.name,
+                          batch_size=batch, **figures)
+            state = hand_over(model, state, rollout, self.transfer)
+            if agent_span is not None:
+                agent_span.set(prompt_tokens=sum(rollout.prompt_tokens), handed_on_length=state.length, **figures,
+                               **({"latent_gist": gists} if gists else {}))
+        seconds = (rollout.prefill_seconds + rollout.latent_seconds) / batch
+        for row, task_agents in enumerate(agents):
+            task_agents.append(AgentOutput(
+                role.name, "", rollout.prompt_tokens[row], 0, steps, seconds,
+                extra={**figures, "cache_bytes": cache_bytes // batch, "handed_on_length": state.length,
+                       "agent_positions": rollout.prompt_tokens[row] + steps, "model_calls": 1,
+                       **({"latent_gist": gists[row]} if gists else {})}))
+        if self.budget is not None:
+            self.budget.charge(tokens=sum(rollout.prompt_tokens), calls=batch)
+        return state
+
+    def _answer(self, tasks: list[Task], state: SequenceState) -> tuple[list[Completion], float, dict[str, Any]]:
+        """The final agent prefills its prompt on the memory and decodes; consumes `state`."""
+        batch = len(tasks)
+        ids = self.final_prompt_ids(tasks, state)
+        memory = {"length": state.length, "bytes": state.nbytes(),   # what the final agent reads
+                  "positions": state.real_positions()}               # [B] real (unpadded) positions per row
+        with span("agent", self.team.final.name, method=self.name, batch_size=batch, final=True,
+                  cache_length=memory["length"], cache_bytes=memory["bytes"]) as final_span:
             began = time.perf_counter()
-            completions = model.decode(state, ids, self.sampling)   # prefill + decode; consumes the state
+            completions = self.model.decode(state, ids, self.sampling)
             decode_seconds = time.perf_counter() - began
             if final_span is not None:
                 final_span.set(prompt_tokens=sum(c.prompt_tokens for c in completions),
                                completion_tokens=sum(c.completion_tokens for c in completions))
         if self.budget is not None:
             self.budget.charge(tokens=sum(c.prompt_tokens + c.completion_tokens for c in completions), calls=batch)
-        seconds = (time.perf_counter() - started) / batch
-        meta = {"pattern": self.team.pattern, "latent_steps": steps, "realign": self.realign,
-                "transfer": self.transfer, "layout": self.layout}
-        answers = []
-        for row, completion in enumerate(completions):
-            agents[row].append(AgentOutput(
-                final.name, completion.text, completion.prompt_tokens, completion.completion_tokens, 0,
-                decode_seconds / batch,
-                extra={"memory_length": memory_length, "memory_positions": int(memory_positions[row]),
-                       "memory_bytes": memory_bytes // batch,
-                       "finish_reason": completion.finish_reason, "model_calls": 1}))
-            answers.append(Answer(text=completion.text, method=self.name, agents=agents[row], seconds=seconds,
-                                  meta=dict(meta)))
-        return answers
-
+        return completions, decode_seconds, memory

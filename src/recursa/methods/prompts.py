@@ -4,7 +4,8 @@ Text and latent methods share these prompts, so a comparison between them isolat
 instruction template has three placeholders, replaced literally (so `\\boxed{}` needs no escaping):
 `{question}`, `{answer_format}` (the task kind's answer instructions from `answer_formats.yaml`) and `{context}`
 (what the earlier agents did: `Team.text_context(...)` for text hand-offs, `Team.latent_note` when their work
-is in the KV cache, or "" for none).
+is in the KV cache, or "" for none). A role may also carry a `latent_instruction`, written for agents that think
+in latent steps (no output format to restate); `latent-mas[prompts=latent]` uses it.
 
     team = load_team("sequential")
     conv = team.roles[0].messages(task.question, answer_format="math")
@@ -40,14 +41,19 @@ class Role:
     instruction: str          # template: {question} {answer_format} {context}
     receives_context: bool = False  # in the text pattern, does it read the earlier agents' work?
     final: bool = False       # the role whose text is the team's answer
+    latent_instruction: str = ""  # optional template for agents whose work is handed on as latents, not text
 
-    def user_prompt(self, question: str, answer_format: str = "math", context: str = "") -> str:
-        return fill(self.instruction, question=question.strip(), answer_format=answer_format_text(answer_format),
+    def user_prompt(self, question: str, answer_format: str = "math", context: str = "",
+                    latent: bool = False) -> str:
+        """The filled instruction; `latent` picks `latent_instruction` where the role has one."""
+        template = self.latent_instruction if latent and self.latent_instruction else self.instruction
+        return fill(template, question=question.strip(), answer_format=answer_format_text(answer_format),
                     context=context).strip()
 
-    def messages(self, question: str, answer_format: str = "math", context: str = "") -> Conversation:
+    def messages(self, question: str, answer_format: str = "math", context: str = "",
+                 latent: bool = False) -> Conversation:
         return [{"role": "system", "content": self.system},
-                {"role": "user", "content": self.user_prompt(question, answer_format, context)}]
+                {"role": "user", "content": self.user_prompt(question, answer_format, context, latent)}]
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ def load_team(pattern: str) -> Team:
         try:
             roles.append(Role(name=raw["name"], label=raw.get("label", raw["name"]), system=raw.get("system", system),
                               instruction=raw["instruction"], receives_context=bool(raw.get("receives_context")),
-                              final=bool(raw.get("final"))))
+                              final=bool(raw.get("final")), latent_instruction=raw.get("latent_instruction", "")))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"recursa/prompts/{pattern}.yaml role #{i + 1} needs 'name' and 'instruction'") from exc
     if not roles:
