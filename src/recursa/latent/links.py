@@ -160,7 +160,8 @@ def load_link(path: Path | str, source: Any, target: Any) -> Link:
     return link.eval()
 
 
-def token_hidden_states(model: Any, ids: torch.Tensor | None = None, embeds: torch.Tensor | None = None) -> torch.Tensor:
+def token_hidden_states(model: Any, ids: torch.Tensor | None = None,
+                        embeds: torch.Tensor | None = None) -> torch.Tensor:
     """Last-layer hidden states (after the final norm) at every position of one sequence, [T] ids or [T, H]
     embeddings → [T, H]; differentiable with respect to `embeds` outside inference mode (link training)."""
     module = model.module.model                                   # the transformers base model (HFModel.module)
@@ -215,7 +216,7 @@ def text_pairs(source: Any, target: Any, texts: list[str],
     return torch.cat(xs), torch.cat(ys)
 
 
-def ridge_bridge(link: OuterLink, x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-2) -> OuterLink:
+def ridge_bridge(link: OuterLink, x: torch.Tensor, y: torch.Tensor, ridge: float = 0.1) -> OuterLink:
     """Closed-form start for an outer link from pairs x [N, a] → y [N, b].
 
     The final LayerNorm standardises each output vector, so W is fitted to the standardised targets
