@@ -6,14 +6,14 @@ set -u
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
 OUT=${OUT:-runs/rmas}
-N_HELD=${N_HELD:-20}
-N_GSM=${N_GSM:-12}
+N_HELD=${N_HELD:-12}
+N_GSM=${N_GSM:-8}
 mkdir -p "$OUT"
 step() { echo "=== $(date +%T) $*"; }
 
 step "train-links (text-mas trajectories on training templates, then stages 1 and 2)"
-recursa train-links --out "$OUT/links" --problems "${PROBLEMS:-32}" --steps "${STEPS:-50}" \
-    --max-minutes "${MINUTES:-20}" --bf16 || exit 1
+recursa train-links --out "$OUT/links" --problems "${PROBLEMS:-24}" --steps "${STEPS:-30}" \
+    --max-minutes "${MINUTES:-12}" --bf16 || exit 1
 cp "$OUT"/links/inner-*.safetensors "$OUT"/links/outer-*.safetensors src/recursa/systems/default-links/
 cp "$OUT"/links/losses.png "$OUT"/links/losses.json src/recursa/systems/default-links/ 2>/dev/null
 
