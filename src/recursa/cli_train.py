@@ -1,7 +1,7 @@
 """`recursa train-links SYSTEM.yaml`: role targets from text-mas, then the two link-training stages.
 
     recursa train-links                                   # the default system → its packaged links folder
-    recursa train-links my.yaml --problems 48 --steps 80 --max-minutes 50 --init ridge --out runs/links
+    recursa train-links my.yaml --problems 32 --steps 60 --max-minutes 30 --init ridge --out runs/links
 
 Trajectories: `text-mas` (sequential, on the system's final agent's model) runs on GSM-Symbolic problems of the
 training templates (`recursa.link_data`: templates % 4 == 3 are held out for evaluation) and only correct
@@ -23,10 +23,10 @@ def train_links(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: the system's links folder).")] = None,
     trajectories: Annotated[Path | None, typer.Option(help="text-mas trajectories JSONL (default: OUT/"
                                                       "trajectories.jsonl, collected if missing).")] = None,
-    problems: Annotated[int, typer.Option(help="Training problems to run text-mas on.")] = 48,
+    problems: Annotated[int, typer.Option(help="Training problems to run text-mas on.")] = 32,
     rounds: Annotated[int | None, typer.Option(help="Rounds R to unroll (default: the system's).")] = None,
-    steps: Annotated[int, typer.Option(help="Stage-2 optimizer steps (one example each).")] = 80,
-    max_minutes: Annotated[float, typer.Option(help="Stage-2 time budget in minutes (checkpoint and stop).")] = 45.0,
+    steps: Annotated[int, typer.Option(help="Stage-2 optimizer steps (one example each).")] = 60,
+    max_minutes: Annotated[float, typer.Option(help="Stage-2 time budget in minutes (checkpoint and stop).")] = 30.0,
     init: Annotated[str, typer.Option(help="Outer-link start: ridge | random.")] = "ridge",
     lr: Annotated[float, typer.Option(help="Stage-2 learning rate (AdamW, warm-up + cosine).")] = 3e-4,
     bf16: Annotated[bool, typer.Option(help="Write the link weights in bf16 (half the size).")] = False,
