@@ -264,3 +264,13 @@ def test_a_time_budget_stops_a_long_batched_call_between_batches():
         Task("t", "How many lines?", context="abc"))
     assert answer.stopped and "seconds" in answer.stopped
     assert len(model.sub_batches) == 1                       # the second batch of 32 never ran
+
+
+def test_an_oversize_batch_is_refused_and_or_patterns_get_a_hint():
+    context = "\n".join(f"day {i} crate {i % 7} holds {'flour' if i % 3 else 'salt'}" for i in range(120))
+    code = ("rows = grep('crate 3|salt')\nprint(len(rows))\n"
+            "r = llm_query_batched(['Is it dry goods? ' + row for row in rows])")
+    _, model, _ = solve([f"```repl\n{code}\n```", "FINAL(1)"], context=context, max_prompts=30)
+    out = last_user(model, 1)
+    assert "keeps lines with ANY of these words" in out and "if 'salt' in line" in out
+    assert "got 51 prompts; at most 30 per call" in out and not model.sub_batches

@@ -65,6 +65,8 @@ class RLMConfig(MethodConfig):
     """Root transcript kept in the prompt (older turns are summarised away)."""
     max_batch: int = Field(32, ge=1)
     """Most prompts per batched sub-model call."""
+    max_prompts: int = Field(500, ge=1)
+    """Most prompts one `llm_query_batched` call may hold (more is refused: narrow the lines first)."""
     max_seconds: float | None = Field(None, gt=0)
     """Wall seconds per question (child RLMs included) when no Budget is passed; then the best answer so far."""
     system_prompt: str | None = None
@@ -263,6 +265,9 @@ class RecursiveLM(MethodBase):
     def _sub_generate(self, run: RunState, prompts: list[Any], kind: str) -> list[str]:
         if not isinstance(prompts, list) or not prompts:
             raise ConfigError(f"{kind} needs a non-empty list of prompt strings")
+        if len(prompts) > self.config.max_prompts:
+            raise ConfigError(f"{kind} got {len(prompts)} prompts; at most {self.config.max_prompts} per call. Keep "
+                              "only the lines that meet every plainly written condition of the question first.")
         texts = [p if isinstance(p, str) else json.dumps(p) if isinstance(p, (dict, list)) else str(p)
                  for p in prompts]
         run.budget.check()

@@ -71,6 +71,10 @@ def grep(pattern, *args, window=100, limit=None, text=None):
         _warned.add(pattern)
         print(f"(grep: {len(hits)} matches for {pattern!r}. To find one fact, search for the rarest key word alone or"
               " a longer exact phrase; to count, keep the lines that meet every condition of the question.)")
+        words = [w for w in pattern.split("|") if w.strip()]
+        if len(words) > 1:
+            print(f"({pattern!r} keeps lines with ANY of these words. For lines with ALL of them, filter in Python: "
+                  f"rows = [line for line in grep({words[0]!r}) if {words[1]!r} in line])")
     return hits
 
 
