@@ -1,6 +1,8 @@
 """`latent-mas`: agents collaborate through a shared KV working memory instead of text (LatentMAS, arXiv 2511.20639).
 
-One white-box model plays every role of a team (`recursa/prompts/<pattern>.yaml`, the same prompts as `text-mas`).
+One white-box model plays every role of a team (`recursa/prompts/<pattern>.yaml`: the roles of `text-mas`, in
+their `latent_instruction` wording by default, since a text format asked of an agent that writes no text was
+copied by the final agent; `prompts=shared` uses text-mas's wording).
 Each non-final agent prefills its prompt on top of the shared working memory and thinks for m latent steps
 (`latent/rollout.py`); it never emits a token. The final agent prefills its prompt on top of everything and is
 the only one that decodes text. A batch of tasks runs through one batched working memory; every row is
@@ -44,11 +46,13 @@ Preset = Literal["ours", "paper"]
 
 # Named configurations; options given explicitly win over their preset's values.
 # "paper": the official code (Gen-Verse/LatentMAS) as published: ridge W_a + norm rescale, a fresh chat per agent,
-# the whole cache handed on, and m = 10 (its CLI default when the paper appeared; the later default 0 drops the
-# cache, i.e. is a single agent). Sampling is not part of a preset: benchmarks decode every method alike.
+# the whole cache handed on, m = 10 (its CLI default when the paper appeared; the later default 0 drops the
+# cache, i.e. is a single agent) and role prompts written for text agents (the critic is asked for a format).
+# Sampling is not part of a preset: benchmarks decode every method alike.
 PRESETS: dict[str, dict[str, Any]] = {
-    "ours": {"latent_steps": 4, "realign": "soft", "layout": "conversation", "transfer": "full"},
-    "paper": {"latent_steps": 10, "realign": "ridge+norm", "layout": "stacked", "transfer": "full"},
+    "ours": {"latent_steps": 4, "realign": "soft", "layout": "conversation", "transfer": "full", "prompts": "latent"},
+    "paper": {"latent_steps": 10, "realign": "ridge+norm", "layout": "stacked", "transfer": "full",
+              "prompts": "shared"},
 }
 
 
@@ -69,8 +73,8 @@ class LatentMASConfig(SamplingOptions):
     """conversation: agents' turns in one transcript; stacked: a fresh chat per agent (as upstream)."""
     ridge: float = Field(DEFAULT_RIDGE, gt=0)
     """Ridge regulariser of the ridge maps."""
-    prompts: Prompts = "shared"
-    """Role prompts: shared (text-mas's) or latent (written for agents that think in latent steps)."""
+    prompts: Prompts = "latent"
+    """Role prompts: latent (written for agents that think in latent steps) or shared (text-mas's, word for word)."""
     gist: bool | None = None
     """Read each thought back as the LM head's top token (default: on with soft, which computes it anyway)."""
 
