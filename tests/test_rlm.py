@@ -14,7 +14,7 @@ from recursa.methods import base
 from recursa.methods.base import Task
 from recursa.methods.rlm import parsing
 from recursa.methods.rlm.loop import RecursiveLM
-from recursa.methods.rlm.prompting import key_words, system_prompt
+from recursa.methods.rlm.prompting import first_user, key_words, system_prompt
 
 NEEDLE_CONTEXT = ("filler text. " * 200) + "The special magic number for Accra is 5138149. " + ("more filler. " * 200)
 ROOT_MARK = "You answer a question about a large text"
@@ -220,6 +220,13 @@ def test_key_words_skip_the_answer_format_example():
     assert "saffron" in words and not {"101", "202", "303"} & set(words)
     assert key_words("How many loans did card 0412 make in March? Reply with a number such as 12.") == [
         "0412", "March"]
+
+
+def test_the_first_message_suggests_one_key_word_to_start_with():
+    text = first_user("How many crates in bay b12 hold flour?", "crate 1 in bay b12: flour")
+    assert "`rows = grep('b12')`" in text and "Key words to search for: 'b12'" in text
+    assert "`rows = grep('mill-7')`" in first_user("What does mill-7 grind?", "x")
+    assert "print(context[:1000])" in first_user("what is this about?", "abc")
 
 
 def test_grep_returns_whole_lines_of_record_data_once_each():

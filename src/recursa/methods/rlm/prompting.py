@@ -164,6 +164,11 @@ def key_words(question: str, limit: int = 4) -> list[str]:
 
 
 def first_user(question: str, context: Any) -> str:
+    words = key_words(question)
+    # One concrete first step: small models otherwise join all key words with "|" and get every line.
+    first = words[0] if words else ""
+    pattern = re.escape(first) if re.search(r"[.^$*+?{}\[\]|()\\]", first) else first
+    first_step = f"rows = grep({pattern!r})" if words else "print(context[:1000])"
     return render("first_user", question=question, context_type=context_type(context),
                   context_chars=context_chars(context), context_shape=context_shape(context),
-                  preview=preview(context), key_words=", ".join(repr(w) for w in key_words(question)))
+                  preview=preview(context), key_words=", ".join(repr(w) for w in words), first_step=first_step)
