@@ -65,8 +65,7 @@ def _trace_summary(path: str | None) -> dict:
 def solve_one(model, task, label: str, options: dict, max_seconds: float | None, traces: Path) -> dict:
     from recursa.core.budget import Budget
     from recursa.core.trace import Tracer
-    from recursa.eval.long_scoring import graded
-    from recursa.eval.scoring import score_task
+    from recursa.eval.scoring import graded, score_task
     from recursa.methods.base import create
 
     budget = Budget(max_seconds=max_seconds, max_depth=options.get("max_depth", 1),

@@ -193,8 +193,7 @@ def _run_worker(args: argparse.Namespace, tasks_path: Path, raw_path: Path, base
 
 
 def _score(args: argparse.Namespace, tasks: list, raw_path: Path, window: int) -> None:
-    from recursa.eval.scoring import graded
-    from recursa.eval.scoring import score_task
+    from recursa.eval.scoring import graded, score_task
 
     by_id = {t.id: t for t in tasks}
     args.summary_dir.mkdir(parents=True, exist_ok=True)
