@@ -39,10 +39,8 @@ Layout = Literal["conversation", "stacked"]
 Realign = Literal["none", "norm", "ridge", "ridge+norm", "soft"]
 Transfer = Literal["full", "latent-only", "own-only", "none"]
 Prompts = Literal["shared", "latent"]
-assert get_args(Realign) == REALIGN_MODES and get_args(Transfer) == TRANSFER_MODES
-
-
 Preset = Literal["ours", "paper"]
+assert get_args(Realign) == REALIGN_MODES and get_args(Transfer) == TRANSFER_MODES
 
 # Named configurations; options given explicitly win over their preset's values.
 # "paper": the official code (Gen-Verse/LatentMAS) as published: ridge W_a + norm rescale, a fresh chat per agent,
