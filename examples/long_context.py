@@ -15,7 +15,7 @@ entries[1732] = "Day 1733: fog at dawn; the harbour pilot, Ilse Marrow, came abo
 log = "\n".join(entries)
 
 model = recursa.load()
-rlm = recursa.RLM(model, max_depth=1, max_iterations=4, max_tokens=256)
+rlm = recursa.RLM(model, max_depth=1, max_iterations=3, max_tokens=200)
 answer = rlm.run("What is the name of the harbour pilot who came aboard?", context=log)
 print(f"{len(log):,} characters of context; answer: {answer.text!r}")
 print(f"usage: {answer.usage}; trace: {answer.trace_path}")
