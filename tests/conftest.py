@@ -19,6 +19,14 @@ def qwen():
     return registry.load("qwen2.5-coder-0.5b", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M (another tokenizer and hidden size), loaded once for the suite, on the CPU."""
+    from recursa.models import registry
+
+    return registry.load("smollm2-135m", device="cpu")
+
+
 @pytest.fixture(autouse=True)
 def _isolated_runs(tmp_path, monkeypatch):
     """Traces and bench outputs of a test go to its own temporary folder."""

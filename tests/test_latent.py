@@ -19,13 +19,6 @@ PROBLEMS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from recursa.models import registry
-
-    return registry.load("smollm2-135m")
-
-
 def _lstsq_ridge(w_in: torch.Tensor, w_out: torch.Tensor, ridge: float) -> torch.Tensor:
     """Independent solve in fp64: min ‖[W_out; √λ I] W − [W_in; 0]‖ by QR (no normal equations)."""
     a, b = w_out.double(), w_in.double()

@@ -52,13 +52,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smol():
-    from recursa.models import registry
-
-    return registry.load("smollm2-135m")
-
-
 @pytest.fixture()
 def tiny_system(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
@@ -76,33 +69,33 @@ def test_link_shapes_and_parameter_counts():
     assert outer(torch.randn(2, 5, 576)).shape == (2, 5, 896)
 
 
-def test_checkpoint_round_trip_is_exact_and_refuses_other_models(smol, qwen, tmp_path):
+def test_checkpoint_round_trip_is_exact_and_refuses_other_models(smollm2, qwen, tmp_path):
     torch.manual_seed(1)
     inner, outer = InnerLink(576), OuterLink(576, 896)
-    save_link(inner, tmp_path / "inner.safetensors", smol, smol, note="test")
-    save_link(outer, tmp_path / "outer.safetensors", smol, qwen)
-    loaded = load_link(tmp_path / "inner.safetensors", smol, smol)
+    save_link(inner, tmp_path / "inner.safetensors", smollm2, smollm2, note="test")
+    save_link(outer, tmp_path / "outer.safetensors", smollm2, qwen)
+    loaded = load_link(tmp_path / "inner.safetensors", smollm2, smollm2)
     assert all(torch.equal(a, b) for a, b in zip(inner.state_dict().values(), loaded.state_dict().values(),
                                                  strict=True))
-    assert isinstance(load_link(tmp_path / "outer.safetensors", smol, qwen), OuterLink)
+    assert isinstance(load_link(tmp_path / "outer.safetensors", smollm2, qwen), OuterLink)
     record = read_link_record(tmp_path / "outer.safetensors")
     assert record["source"]["model"] == "smollm2-135m" and record["target"]["hidden_size"] == 896
     with pytest.raises(ConfigError, match="trained with target model smollm2-135m"):
-        load_link(tmp_path / "inner.safetensors", smol, qwen)
+        load_link(tmp_path / "inner.safetensors", smollm2, qwen)
     with pytest.raises(ConfigError, match="does not fit"):
-        save_link(outer, tmp_path / "bad.safetensors", qwen, smol)
+        save_link(outer, tmp_path / "bad.safetensors", qwen, smollm2)
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="not a safetensors link checkpoint"):
-        load_link(tmp_path / "junk.safetensors", smol, smol)
+        load_link(tmp_path / "junk.safetensors", smollm2, smollm2)
 
 
-def test_kv_cached_rollout_matches_reprefill(smol):
+def test_kv_cached_rollout_matches_reprefill(smollm2):
     torch.manual_seed(0)
-    link = InnerLink(smol.hidden_size).eval()
+    link = InnerLink(smollm2.hidden_size).eval()
     convs = [role_messages("planner", q, "math", []) for q in ("Why is the sky blue?", "Name two rivers.")]
-    rows, last, _ = embed_rows(smol, convs, [])
-    cached = cached_rollout(smol, rows, last, 6, link).float()
-    full = reprefill_rollout(smol, rows, last, 6, link).float()
+    rows, last, _ = embed_rows(smollm2, convs, [])
+    cached = cached_rollout(smollm2, rows, last, 6, link).float()
+    full = reprefill_rollout(smollm2, rows, last, 6, link).float()
     relative = (cached - full).norm(dim=-1) / full.norm(dim=-1)
     assert relative.max() < 0.05, relative          # bf16: the two paths round differently, nothing more
     assert torch.nn.functional.cosine_similarity(cached, full, dim=-1).min() > 0.995
@@ -119,8 +112,8 @@ def _tie_at_divergence(model, rows, last, reference, other) -> bool:
     return best - second <= 2 * 2.0 ** (math.floor(math.log2(abs(best))) - 7)
 
 
-def test_batch_rows_answer_as_alone(smol, tiny_system):
-    method = create("recursive-mas", smol, system=str(tiny_system), links="random", max_tokens=8)
+def test_batch_rows_answer_as_alone(smollm2, tiny_system):
+    method = create("recursive-mas", smollm2, system=str(tiny_system), links="random", max_tokens=8)
     tasks = [Task(question=q) for q in ("What is 6 times 7?", "A box holds 5 pens. How many pens in 3 boxes?")]
     together = method.solve_batch(tasks)
     rows, last = method.final_inputs
@@ -128,25 +121,25 @@ def test_batch_rows_answer_as_alone(smol, tiny_system):
     assert together[0].agents[0].extra["latent_gist"]["solver"]          # the channel read back as tokens
     for b, task in enumerate(tasks):
         alone = method.solve_batch([task])[0]
-        reference = smol.tokenizer.encode(alone.text, add_special_tokens=False)
-        other = smol.tokenizer.encode(together[b].text, add_special_tokens=False)
-        assert alone.text == together[b].text or _tie_at_divergence(smol, rows[b], last[b], reference, other)
+        reference = smollm2.tokenizer.encode(alone.text, add_special_tokens=False)
+        other = smollm2.tokenizer.encode(together[b].text, add_special_tokens=False)
+        assert alone.text == together[b].text or _tie_at_divergence(smollm2, rows[b], last[b], reference, other)
 
 
-def test_bad_input_is_one_clear_error(smol, tiny_system, tmp_path):
+def test_bad_input_is_one_clear_error(smollm2, tiny_system, tmp_path):
     with pytest.raises(ConfigError, match="rounds"):
-        create("recursive-mas", smol, system=str(tiny_system), rounds=0)
+        create("recursive-mas", smollm2, system=str(tiny_system), rounds=0)
     bad = tmp_path / "bad.yaml"
     bad.write_text(SYSTEM.replace("model: smollm2-135m, role: solver", "model: gpt-9, role: solver"))
     with pytest.raises(ConfigError, match="unknown model 'gpt-9'"):
         load_system(bad)
     with pytest.raises(ConfigError, match="recursa train-links"):       # no trained links in its folder
-        create("recursive-mas", smol, system=str(tiny_system))
+        create("recursive-mas", smollm2, system=str(tiny_system))
 
 
-def test_training_lowers_loss_and_resumes(smol, tiny_system, tmp_path):
+def test_training_lowers_loss_and_resumes(smollm2, tiny_system, tmp_path):
     spec = load_system(tiny_system)
-    models = load_models(spec, smol)
+    models = load_models(spec, smollm2)
     examples = examples_from([
         {"question": "Tom has 3 bags with 4 marbles each and loses 2. How many are left?",
          "plan": "- Multiply bags by marbles.\n- Subtract the lost ones.",
@@ -172,9 +165,9 @@ def test_training_lowers_loss_and_resumes(smol, tiny_system, tmp_path):
     assert (tmp_path / "losses.png").is_file() and (tmp_path / "outer-solver-planner.safetensors").is_file()
 
 
-def test_ridge_bridge_beats_random_start_on_held_out_text(smol, qwen):
-    x, y = text_pairs(smol, qwen, TEXTS[:8])
-    hx, hy = text_pairs(smol, qwen, TEXTS[8:])
+def test_ridge_bridge_beats_random_start_on_held_out_text(smollm2, qwen):
+    x, y = text_pairs(smollm2, qwen, TEXTS[:8])
+    hx, hy = text_pairs(smollm2, qwen, TEXTS[8:])
     torch.manual_seed(0)
     random_start = regression_error(OuterLink(576, 896), hx, hy)
     bridge = regression_error(ridge_bridge(OuterLink(576, 896), x, y), hx, hy)
@@ -198,8 +191,8 @@ def test_patterns_wire_the_loop(tmp_path):
     assert ("solver", "other", "next") in spec.edges() and spec.label("other") == "Expert (other)"
 
 
-def test_text_baseline_feeds_the_solver_text_back(smol, tiny_system):
-    answer = create("recursive-text-mas", smol, system=str(tiny_system), max_tokens=6).solve(Task(question="2+3?"))
+def test_text_baseline_feeds_the_solver_text_back(smollm2, tiny_system):
+    answer = create("recursive-text-mas", smollm2, system=str(tiny_system), max_tokens=6).solve(Task(question="2+3?"))
     planner = [a for a in answer.agents if a.role == "planner"]
     assert [a.extra["round"] for a in answer.agents] == [1, 1, 2, 2]
     assert planner[1].prompt_tokens > planner[0].prompt_tokens          # round 2 reads the solver's round-1 text
