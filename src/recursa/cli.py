@@ -148,8 +148,8 @@ def run(
         task_context = read_context(context)
         chat_model = load_chat_model(model, backend, base_url, device=device)
         budget = Budget(max_tokens=max_total_tokens, max_calls=max_calls, max_seconds=max_seconds,
-                        max_depth=config.model_dump().get("max_depth"),
-                        max_iterations=config.model_dump().get("max_iterations"))
+                        max_depth=getattr(config, "max_depth", None),
+                        max_iterations=getattr(config, "max_iterations", None))
         extra = {"sub_model": load_chat_model(sub_model, backend, base_url, device=device)} if sub_model else {}
         if method == "aime" and not json_out:   # the board, redrawn live as it changes
             from recursa.methods.aime.live import LiveBoard
