@@ -1,0 +1,1 @@
+"""`recursa view`: a local web viewer for runs (trace trees, answers, Aime boards) and `recursa bench` folders."""
