@@ -1,4 +1,4 @@
-"""`recursa` command line: run, models, serve, bench."""
+"""`recursa` command line: run, models, serve, bench, view."""
 
 from __future__ import annotations
 
@@ -136,6 +136,7 @@ def run(
     """Answer one question with one method."""
     from recursa.core.budget import Budget
     from recursa.methods import base as methods
+    from recursa.view.links import note_run
 
     flags = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern, latent_steps=latent_steps,
                  realign=realign, transfer=transfer, layout=layout, max_depth=max_depth,
@@ -161,6 +162,8 @@ def run(
         fail(str(exc))
         return
     _print_answer(answer, method, chat_model.name, json_out)
+    if link := note_run(answer, question, chat_model.name):   # keeps the answer beside the trace for the viewer
+        console.print(f"view: {link}")
 
 
 def _print_answer(answer: Any, method: str, model_name: str, json_out: bool) -> None:
@@ -224,6 +227,24 @@ def serve(
         fail(f"--max-batch must be >= 1, got {max_batch}")
     try:
         run_server(model, host=host, port=port, max_batch=max_batch)
+    except RecursaError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def view(
+    runs_dir: Annotated[Path | None, typer.Argument(help="Folder of runs and bench folders (default: "
+                                                    "RECURSA_RUNS_DIR, else ./runs).")] = None,
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback unless you say otherwise).")]
+    = "127.0.0.1",
+) -> None:
+    """Browse runs (trace trees, answers, Aime boards) and benchmarks in a local web page."""
+    from recursa.core.config import settings
+    from recursa.view.server import serve as serve_viewer
+
+    try:
+        serve_viewer(runs_dir or settings().runs_dir, host=host, port=port)
     except RecursaError as exc:
         fail(str(exc))
 
