@@ -7,10 +7,14 @@ import os
 from typing import Literal
 
 import pytest
+import torch
 from pydantic import BaseModel, Field, TypeAdapter
 
 from recursa.methods.aime.board import ProgressBoard
+from recursa.methods.aime.factory import step_adapter
 from recursa.methods.aime.structured import JsonSchemaConstraint, ask
+from recursa.methods.aime.toolkits import Tool
+from recursa.methods.aime.toolkits.python import PythonArgs
 from recursa.methods.base import create
 from recursa.models.base import Sampling
 
@@ -67,3 +71,17 @@ def test_long_context_toolkit_answers_from_a_file_beyond_the_prompt(qwen, tmp_pa
     tool = kit.tools[0]
     observation = tool.run(tool.args(path="archive.log", question="What is the access code of vault Tarn?"))
     assert "6142" in observation
+
+
+def test_code_argument_admits_no_double_quote_so_small_models_need_no_escaping(smollm2):
+    adapter = step_adapter([Tool("run_python", "", PythonArgs, lambda a: "")])
+    constraint = JsonSchemaConstraint(smollm2.tokenizer, adapter.json_schema())
+    tokenizer = smollm2.tokenizer
+    prefix = tokenizer.encode('{"thought":"count","tool":"run_python","code":"print(', add_special_tokens=False)
+    logits = torch.zeros(1, len(tokenizer))
+    allowed = constraint.mask([prefix], logits)[0] > float("-inf")
+    single, double = (tokenizer.convert_tokens_to_ids(t) for t in ("'", '"'))
+    assert allowed[single] and not allowed[double]              # mid-line the string cannot close
+    line_end = tokenizer.encode('{"thought":"count","tool":"run_python","code":"print(1)\\n', add_special_tokens=False)
+    assert (constraint.mask([line_end], logits)[0] > float("-inf"))[double]   # after a newline it can
+    assert adapter.validate_python({"thought": "", "tool": "run_python", "code": 'print("x")'})   # over HTTP

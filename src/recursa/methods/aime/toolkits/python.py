@@ -21,8 +21,16 @@ MAX_FILE_BYTES = 5_000_000
 _INTERNAL = {"worker.log"}
 
 
+# Code travels inside a JSON string. A small model that writes a bare `"` in it ends the string under the schema
+# constraint and loses the rest of its line. With `"` excluded and the code ending in a newline, the string can only
+# close at the end of a line, and mid-line the mask steers the model to `'` (no escaping needed). The pattern is a
+# decoding constraint only: code from a backend without one is still accepted as written.
+CODE_WITHOUT_DOUBLE_QUOTES = r'^[^"]*\n$'
+
+
 class PythonArgs(BaseModel):
-    code: str = Field(max_length=1500)
+    code: str = Field(max_length=1500, json_schema_extra={"pattern": CODE_WITHOUT_DOUBLE_QUOTES},
+                      description="Python source ending in a newline; string literals in single quotes")
 
 
 def _digest(path: Path) -> str:
@@ -87,5 +95,6 @@ def toolkit(env: ToolEnv) -> Toolkit:
         return text
 
     return Toolkit("python", "run Python code (a persistent session; the workspace files are in its folder)",
-                   [Tool("run_python", "run Python code; print() what you need to see", PythonArgs, run, writes=False)],
+                   [Tool("run_python", "run Python code (strings in single quotes); print() what you need to see",
+                         PythonArgs, run, writes=False)],
                    close=worker.close)
