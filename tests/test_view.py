@@ -98,6 +98,18 @@ def test_torn_and_corrupt_lines_are_reported_and_the_rest_loads(client, runs):
     assert row["problems"] == 2
 
 
+def test_a_run_still_going_shows_its_finished_spans_under_open_parents(runs):
+    root, keys = runs
+    lines = (root / f"{keys['rlm']}.jsonl").read_text().splitlines(keepends=True)
+    live = root / "live"
+    (live / "traces").mkdir(parents=True)
+    done = next(i for i, line in enumerate(lines) if '"iteration 1"' in line) + 1
+    (live / "traces" / "now.jsonl").write_text("".join(lines[:done]))   # iteration 1 done; rlm and run still open
+    detail = TestClient(create_app(live)).get("/api/run", params={"key": "traces/now"}).json()
+    assert detail["summary"]["status"] == "running" and detail["errors"] == []
+    assert "iteration 1" in [n["name"] for n in detail["tree"]]
+
+
 def test_odd_files_give_messages_not_failures(tmp_path):
     (tmp_path / "traces").mkdir()
     (tmp_path / "traces" / "odd.jsonl").write_bytes(b'[1, 2]\n\xff\xfe not json\n{"kind": "run", "seconds": "x"}\n')

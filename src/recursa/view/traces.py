@@ -148,12 +148,13 @@ def summarize_run(key: str, path: Path, loaded: Loaded, answer: dict[str, Any] |
     starts = [_number(e.get("start")) for e in events if e.get("start")]
     ends = [_number(e.get("start")) + _number(e.get("seconds")) for e in events if e.get("start")]
     stat = path.stat()
-    goal = next((e.get("value") for e in events if e.get("kind") == "board" and e.get("key") == "goal"), None)
+    board = {e.get("key"): e.get("value") for e in events if e.get("kind") == "board" and e.get("name") == "meta"}
     answer = answer or {}
     return {"key": key, "run_id": str(events[0].get("run_id", path.stem)) if events else path.stem,
             "method": answer.get("method") or guess_method(events),
             "model": answer.get("model") or next((e["model"] for e in events if e.get("model")), None),
-            "question": answer.get("question") or goal, "extracted": answer.get("extracted"),
+            "question": answer.get("question") or board.get("goal"),
+            "extracted": answer.get("extracted") or board.get("answer"),
             "tokens": tokens, "seconds": round(max(ends) - min(starts), 3) if starts else 0.0,
             "started": min(starts) if starts else stat.st_mtime, "status": _status(events, answer, stat.st_mtime),
             "problems": len(loaded.errors), "events": len(events)}

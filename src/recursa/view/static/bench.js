@@ -95,6 +95,8 @@ export async function showBench(page, key) {
       "summary.png (tokens and seconds too)")) : null,
     (bench.traces || []).length ? h("p", {}, "trace of the whole bench: ",
       bench.traces.map((t) => h("a", { href: `#/run/${t}`, class: "tag" }, t))) : null,
-    h("div", { class: "toolbar" }, h("h2", {}, "Problems"), filter, note), list);
+    h("div", { class: "toolbar" }, h("h2", {}, "Problems"), filter, note,
+      h("span", { class: "muted" }, `answers in the order ${bench.methods.join(" · ")}; open a problem to compare`)),
+    list);
   show();
 }

@@ -11,6 +11,7 @@ const FIRST = {
 };
 const LABELS = { reply: "model reply", output: "REPL output", prompts: "prompts", latent_gist: "latent gist" };
 const HIDDEN = new Set(["depth", "turn", "round"]);      // already in the node's title
+const PRE = new Set(["code", "output", "reply", "error", "text", "prompt"]);   // always shown as text blocks
 const OPEN_KINDS = new Set(["run", "rlm", "method"]);
 
 function scalar(key, value) {
@@ -36,10 +37,10 @@ export function fields(attrs, kind = "") {
     } else if (typeof value === "object") {
       blocks.push(h("div", { class: `field field-${key}` }, h("div", { class: "label" }, label),
         pre(JSON.stringify(value, null, 1))));
-    } else if (typeof value === "string" && (value.includes("\n") || value.length > 90)) {
+    } else if (typeof value === "string" && (PRE.has(key) || value.includes("\n") || value.length > 90)) {
       blocks.push(h("div", { class: `field field-${key}` }, h("div", { class: "label" }, label), pre(value)));
     } else {
-      facts.append(h("dt", {}, label), h("dd", { class: `field-${key}` }, scalar(key, value)));
+      facts.append(h("div", {}, h("dt", {}, label), h("dd", { class: `field-${key}` }, scalar(key, value))));
     }
   }
   return [facts.childElementCount ? facts : null, ...blocks];
@@ -100,7 +101,7 @@ function header(summary, answer) {
     ["status", statusBadge(summary.status)], ["tokens", count(summary.tokens)],
     ["seconds", seconds(summary.seconds)], ["started", when(summary.started)], ["run id", summary.run_id]];
   return h("section", { id: "summary" },
-    h("dl", { class: "facts wide" }, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
+    h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     h("div", { class: "field" }, h("div", { class: "label" }, "question"),
       summary.question ? pre(summary.question) : h("p", { class: "muted" },
         "Not recorded (runs started with `recursa run` save it beside the trace).")),
