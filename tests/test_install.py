@@ -25,7 +25,9 @@ def documented_extra() -> str:
     line = next(line for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
                 if "prepare qwen2.5-coder-1.5b" in line)
     readme = re.search(r"pip install '\.\[([^\]]+)\]'", line).group(1)
-    hint = re.search(r"recursa\[([^\]]+)\]", EMBEDDED["qwen2.5-coder-1.5b"].install_hint()).group(1)
+    hint_text = EMBEDDED["qwen2.5-coder-1.5b"].install_hint()
+    assert f"-e '{ROOT}[" in hint_text, hint_text      # from a clone, the clone's own extra
+    hint = re.search(r"\[([^\]]+)\]'", hint_text).group(1)
     assert readme == hint, f"README says [{readme}], `recursa models prepare` says [{hint}]"
     return readme
 

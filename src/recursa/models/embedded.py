@@ -46,9 +46,16 @@ class EmbeddedSpec:
 
     def install_hint(self, missing: list[str] | None = None) -> str:
         if self.extra and not self.no_deps:
-            return f"pip install 'recursa[{self.extra}]'"
+            source = _source_tree()   # installed from a clone: the extra is the clone's, not an index's
+            return f"pip install -e '{source}[{self.extra}]'" if source else f"pip install 'recursa[{self.extra}]'"
         flag = "--no-deps " if self.no_deps else ""
         return f"pip install {flag}" + " ".join(missing or self.distributions())
+
+
+def _source_tree() -> Path | None:
+    """The project folder when recursa runs from a source checkout (src layout with its pyproject.toml)."""
+    root = Path(__file__).resolve().parents[3]
+    return root if (root / "pyproject.toml").is_file() and (root / "src" / "recursa").is_dir() else None
 
 
 def _part_paths(spec: EmbeddedSpec) -> list[Path]:
