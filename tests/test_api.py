@@ -69,6 +69,9 @@ def test_run_answers_a_plain_question_with_usage_and_a_trace(qwen, tmp_path):
     assert trace.is_file() and trace.parent.parent == tmp_path
     kinds = {json.loads(line)["kind"] for line in trace.read_text().splitlines()}
     assert "model_call" in kinds
+    record = json.loads(trace.with_name(trace.stem + ".answer.json").read_text())   # the texts, for the viewer
+    assert record["question"].startswith("What is 6 times 7") and record["text"] == answer.text
+    assert record["model"] == qwen.name
 
 
 def test_cli_refuses_typos_before_loading_a_model():

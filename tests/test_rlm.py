@@ -130,6 +130,7 @@ def test_batched_sub_calls_are_one_generate_call():
     assert "16 sub:chunk 3" in last_user(model)
     sub = [e for e in events if e["kind"] == "sub_call"]
     assert len(sub) == 1 and sub[0]["prompts"] == 16
+    assert sub[0]["exchanges"][3] == {"prompt": "chunk 3", "answer": "sub:chunk 3"}   # what a reader checks
     assert answer.usage["model_calls"] == 2 + 16
     assert answer.meta["sub_calls"] == 16
 

@@ -157,6 +157,32 @@ def span(kind: str, name: str, **attrs: Any) -> Iterator[Span | None]:
         yield s
 
 
+ANSWER_SUFFIX = ".answer.json"
+EXCHANGES_KEPT, PROMPT_CHARS_KEPT, ANSWER_CHARS_KEPT = 64, 800, 400
+
+
+def traced_exchanges(prompts: list[str], answers: list[str]) -> list[dict[str, str]]:
+    """Sub-call prompts and answers as a span attribute: the first EXCHANGES_KEPT pairs, each cut to a readable size
+    (a 500-prompt batch would otherwise put megabytes of context slices into the trace)."""
+    pairs = list(zip(prompts, answers, strict=False))[:EXCHANGES_KEPT]
+    return [{"prompt": p[:PROMPT_CHARS_KEPT] + ("…" if len(p) > PROMPT_CHARS_KEPT else ""),
+             "answer": a[:ANSWER_CHARS_KEPT] + ("…" if len(a) > ANSWER_CHARS_KEPT else "")} for p, a in pairs]
+
+
+def answer_path(trace: Path) -> Path:
+    """Where a finished run keeps its answer record: beside its trace, `<run_id>.answer.json`."""
+    return trace.with_name(trace.stem + ANSWER_SUFFIX)
+
+
+def save_answer(trace: Path, answer: dict[str, Any], question: str, model: str) -> Path:
+    """Write the finished run's answer (`Answer.to_dict()`), question and model next to its trace: the trace holds
+    costs and structure, this record the texts a reader wants to see (the viewer shows both)."""
+    path = answer_path(trace)
+    record = {**answer, "question": question, "model": model}
+    path.write_text(json.dumps(record, default=str, indent=1), encoding="utf-8")
+    return path
+
+
 def record_model_call(model: str, seconds: float, prompt_tokens: int, completion_tokens: int,
                       batch_size: int = 1, **attrs: Any) -> None:
     """Record one model call (a whole batch counts as `batch_size` calls) on the current tracer, if any."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -119,7 +120,7 @@ class MethodBase:
         the text, the extracted final answer, the usage and the trace path. A tripped budget returns the best
         partial answer with `stopped` set instead of raising.
         """
-        from recursa.core.trace import Tracer
+        from recursa.core.trace import Tracer, save_answer
 
         meta = {"answer_format": answer_format} if answer_format else {}
         task = Task(question=question, context=context, meta=meta)
@@ -133,6 +134,10 @@ class MethodBase:
         answer.seconds = answer.seconds or time.perf_counter() - started
         answer.trace_path = str(tracer.path)
         answer.trace_id = answer.trace_id or tracer.run_id
+        # The texts beside the trace (question, answer, agents' replies), what `recursa view` shows; a read-only
+        # runs folder loses the record, never the answer.
+        with contextlib.suppress(OSError):
+            save_answer(tracer.path, answer.to_dict(), question, str(getattr(self.model, "name", self.model)))
         return answer
 
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from recursa.view.traces import save_answer
+from recursa.core.trace import answer_path, save_answer
 
 VIEWER_FILE = ".recursa-view.json"
 
@@ -74,8 +74,9 @@ def note_run(answer: Any, question: str, model_name: str) -> str | None:
     if not getattr(answer, "trace_path", None):
         return None
     trace = Path(answer.trace_path)
-    try:
-        save_answer(trace, answer.to_dict(), question, model_name)
-    except OSError:
-        return None
+    if not answer_path(trace).is_file():     # a method whose run() did not keep its record
+        try:
+            save_answer(trace, answer.to_dict(), question, model_name)
+        except OSError:
+            return None
     return run_link(trace)

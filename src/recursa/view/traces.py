@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recursa.core.trace import answer_path
+
 MAX_TRACE_BYTES = 64 * 1024 * 1024     # a trace larger than this is read up to here (and says so)
 RUNNING_WINDOW_S = 600                 # an unfinished trace written to this recently counts as running
-ANSWER_SUFFIX = ".answer.json"
 _STRUCTURE = {"span_id", "parent_id", "kind", "name", "start", "seconds", "run_id"}
 _COST_KINDS = ("model_call", "latent")     # the leaf events the tracer's usage totals count
 
@@ -161,18 +162,6 @@ def summarize_run(key: str, path: Path, loaded: Loaded, answer: dict[str, Any] |
 
 
 # ---- the answer record ------------------------------------------------------------------------------------------
-def answer_path(trace: Path) -> Path:
-    return trace.with_name(trace.stem + ANSWER_SUFFIX)
-
-
-def save_answer(trace: Path, answer: dict[str, Any], question: str, model: str) -> Path:
-    """Write the finished run's answer (`Answer.to_dict()`), question and model next to its trace."""
-    path = answer_path(trace)
-    record = {**answer, "question": question, "model": model}
-    path.write_text(json.dumps(record, default=str, indent=1), encoding="utf-8")
-    return path
-
-
 def load_answer(trace: Path) -> tuple[dict[str, Any] | None, str | None]:
     """The answer record next to `trace`, if any, or the reason it could not be read."""
     path = answer_path(trace)

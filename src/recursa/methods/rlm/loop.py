@@ -23,7 +23,7 @@ import recursa.methods.rlm.prompting as prompting
 from recursa.core.budget import Budget
 from recursa.core.errors import BudgetExceeded, ConfigError, RecursaError
 from recursa.core.sandbox import BlockResult, PythonWorker
-from recursa.core.trace import span
+from recursa.core.trace import span, traced_exchanges
 from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.config import MethodConfig
 from recursa.methods.rlm.history import fit_history
@@ -288,7 +288,8 @@ class RecursiveLM(MethodBase):
                                 "(use chunks()).") from exc
             if sub_span is not None:
                 sub_span.set(prompt_tokens=sum(c.prompt_tokens for c in completions),
-                             completion_tokens=sum(c.completion_tokens for c in completions))
+                             completion_tokens=sum(c.completion_tokens for c in completions),
+                             exchanges=traced_exchanges(texts, [c.text for c in completions]))
         run.sub.add(completions)
         run.sub_calls += len(completions)
         with contextlib.suppress(BudgetExceeded):  # paid for: hand the answers over; the loop stops at its next check
@@ -303,9 +304,11 @@ class RecursiveLM(MethodBase):
         config = self.config.model_copy(update={"max_iterations": max(3, self.max_iterations // 2)})
         child = RecursiveLM(self.model, config, sub_model=self.sub_model, budget=run.budget.child(),
                             depth=self.depth + 1)
-        with span("sub_call", "rlm_query", depth=self.depth + 1):
+        with span("sub_call", "rlm_query", depth=self.depth + 1) as sub_span:
             answer = child.solve(Task(id=f"{run.task.id}/child{len(run.children) + 1}", question=prompt,
                                       context=context if context is not None else prompt))
+            if sub_span is not None:
+                sub_span.set(exchanges=traced_exchanges([prompt], [answer.text]))
         run.children.append(answer)
         run.sub_calls += 1
         return answer.text
