@@ -105,7 +105,10 @@ def test_expanding_an_rlm_iteration_shows_its_code_and_repl_output(page, site):
     sync_api.expect(output).to_be_visible()
     sync_api.expect(output).to_contain_text("The special magic number for Accra is 5138149")
     sync_api.expect(block.locator(".field-code pre")).to_contain_text("llm_query_batched(['one', 'two'])")
-    sync_api.expect(block.locator("details.node-sub_call > summary")).to_contain_text("2 prompts")
+    sub_call = block.locator("details.node-sub_call")
+    sync_api.expect(sub_call.locator(":scope > summary")).to_contain_text("2 prompts")
+    sub_call.locator(":scope > summary").click()                        # each sub-call's prompt and answer
+    sync_api.expect(sub_call.locator(".exchanges li").nth(1)).to_contain_text("sub:two")
     screenshot(page, "run", top=iteration)
 
 

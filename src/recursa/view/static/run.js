@@ -6,7 +6,7 @@ import { boardSection } from "./board.js";
 const FIRST = {
   rlm_iteration: ["reply", "final"],
   repl_block: ["code", "output", "error"],
-  sub_call: ["prompts", "chars", "model"],
+  sub_call: ["prompts", "chars", "model", "exchanges"],
   agent: ["latent_gist", "latent_steps", "cache_length", "cache_bytes"],
 };
 const LABELS = { reply: "model reply", output: "REPL output", prompts: "prompts", latent_gist: "latent gist" };
@@ -31,7 +31,11 @@ export function fields(attrs, kind = "") {
     const value = attrs[key];
     if (!(key in attrs) || value === null || value === "" || value === false || HIDDEN.has(key)) continue;
     const label = LABELS[key] || key.replaceAll("_", " ");
-    if (Array.isArray(value) && value.every((v) => typeof v === "string")) {
+    if (key === "exchanges" && Array.isArray(value)) {     // a sub-call's prompts and answers, as pairs
+      blocks.push(h("div", { class: "field field-exchanges" }, h("div", { class: "label" }, "prompts and answers"),
+        h("ol", { class: "exchanges" }, value.map((x) => h("li", {}, pre(x.prompt || ""),
+          h("div", { class: "label" }, "answer"), pre(x.answer || ""))))));
+    } else if (Array.isArray(value) && value.every((v) => typeof v === "string")) {
       blocks.push(h("div", { class: `field field-${key}` }, h("div", { class: "label" }, label),
         h("ol", { class: "gist" }, value.map((v) => h("li", {}, pre(v, "inline"))))));
     } else if (typeof value === "object") {
