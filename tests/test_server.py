@@ -1,6 +1,6 @@
-"""`recursa serve` driven by the official openai client, on the real embedded model."""
+"""`recursa serve` driven by the official openai client, on a real model (SmolLM2-135M: the server's behaviour does
+not depend on the model's size)."""
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -15,7 +15,7 @@ from conftest import diverges_only_at_a_tie
 from recursa.models.base import Sampling
 from recursa.server import ServerThread, create_app
 
-MODEL = "qwen2.5-coder-0.5b"
+MODEL = "smollm2-135m"
 PROMPTS = ["What is 12*7? Answer with a number.", "Name a colour.",
            "Write one short sentence about rivers and the sea.", "hi"]
 
@@ -25,8 +25,8 @@ def user(text):
 
 
 @pytest.fixture(scope="module")
-def server(qwen):
-    with ServerThread(create_app(qwen, max_batch=8)) as running:
+def server(smollm2):
+    with ServerThread(create_app(smollm2, max_batch=8)) as running:
         yield running
 
 
@@ -39,19 +39,23 @@ def stats(server):
     return httpx.get(server.url.removesuffix("/v1") + "/stats").json()
 
 
-def test_models_lists_the_served_model(client, qwen):
+def record(server, request_id):
+    return next(r for r in stats(server)["recent"] if r["id"] == request_id)
+
+
+def test_models_lists_the_served_model(client, smollm2):
     models = client.models.list().data
     assert [m.id for m in models] == [MODEL]
-    assert models[0].model_extra["max_model_len"] == qwen.context_window
+    assert models[0].model_extra["max_model_len"] == smollm2.context_window
 
 
-def test_n_choices_and_usage_match_the_local_backend(client, qwen):
+def test_n_choices_and_usage_match_the_local_backend(client, smollm2):
     reply = client.chat.completions.create(model=MODEL, messages=user(PROMPTS[0]), n=3, max_tokens=8,
                                            temperature=0)
-    local = qwen.generate([user(PROMPTS[0])], Sampling(max_tokens=8))[0]
+    local = smollm2.generate([user(PROMPTS[0])], Sampling(max_tokens=8))[0]
     assert [c.index for c in reply.choices] == [0, 1, 2]
     assert all(c.message.content == local.text for c in reply.choices)
-    assert reply.usage.prompt_tokens == len(qwen.chat_ids(user(PROMPTS[0]))) == local.prompt_tokens
+    assert reply.usage.prompt_tokens == len(smollm2.chat_ids(user(PROMPTS[0]))) == local.prompt_tokens
     assert reply.usage.completion_tokens == 3 * local.completion_tokens
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
 
@@ -66,54 +70,28 @@ def test_n_choices_and_usage_match_the_local_backend(client, qwen):
 
 def test_stop_strings_cut_the_text(client):
     messages = user("Count from 1 to 10, separated by commas. Only the numbers.")
-    full = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0)
+    full = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24, temperature=0)
     assert "5" in full.choices[0].message.content
-    cut = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0, stop=["5"])
+    cut = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=24, temperature=0, stop=["5"])
     text = cut.choices[0].message.content
     assert "5" not in text and full.choices[0].message.content.startswith(text)
     assert cut.choices[0].finish_reason == "stop"
     assert cut.usage.completion_tokens < full.usage.completion_tokens
 
 
-def test_concurrent_requests_are_batched_and_match_sequential(client, server, qwen):
-    sequential = [client.chat.completions.create(model=MODEL, messages=user(p), max_tokens=12, temperature=0)
-                  .choices[0].message.content for p in PROMPTS]
-    before = stats(server)
-
-    async def burst():
-        aclient = openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
-        # A longer request occupies the worker, so the four that follow queue up and form one batch.
-        blocker = asyncio.create_task(aclient.chat.completions.create(
-            model=MODEL, messages=user("Write a haiku about batching."), max_tokens=40, temperature=0))
-        while stats(server)["decoding_rows"] == 0:
-            await asyncio.sleep(0.01)
-        replies = await asyncio.gather(*(aclient.chat.completions.create(
-            model=MODEL, messages=user(p), max_tokens=12, temperature=0) for p in PROMPTS))
-        await blocker
-        await aclient.close()
-        return [r.choices[0].message.content for r in replies]
-
-    concurrent = asyncio.run(burst())
-    after = stats(server)
-
-    def tokens(text):
-        return qwen.tokenizer.encode(text, add_special_tokens=False)
-
-    for prompt, alone, batched in zip(PROMPTS, sequential, concurrent, strict=True):
-        assert diverges_only_at_a_tie(qwen, qwen.chat_ids(user(prompt)), tokens(alone), tokens(batched)), prompt
-    assert after["batches"] - before["batches"] == 2  # the blocker, then one shared batch for all four
-    assert after["largest_batch"] >= len(PROMPTS)
-
-
-def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client, server, qwen):
+def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client, server, smollm2):
     with pytest.raises(openai.NotFoundError) as unknown:
         client.chat.completions.create(model="no-such-model", messages=user("hi"), max_tokens=2)
     assert unknown.value.code == "model_not_found"
 
     with pytest.raises(openai.BadRequestError) as too_long:
-        client.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=qwen.context_window)
+        client.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=smollm2.context_window)
     assert too_long.value.code == "context_length_exceeded"
     assert "maximum context length" in too_long.value.message
+    with pytest.raises(openai.BadRequestError) as too_long_stream:   # refused before the stream starts
+        client.chat.completions.create(model=MODEL, messages=user("hi"), max_tokens=smollm2.context_window,
+                                       stream=True)
+    assert too_long_stream.value.code == "context_length_exceeded"
 
     with pytest.raises(openai.BadRequestError) as bad_param:
         client.chat.completions.create(model=MODEL, messages=user("hi"), temperature=5)
@@ -129,7 +107,7 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(client, ser
     assert set(error) == {"message", "type", "param", "code"} and error["code"] == "invalid_json"
 
     assert httpx.get(server.url + "/nowhere").json()["error"]["code"] == "404"
-    still = client.chat.completions.create(model="default", messages=user(PROMPTS[0]), max_tokens=4, temperature=0)
+    still = client.chat.completions.create(model="smollm2", messages=user(PROMPTS[0]), max_tokens=4, temperature=0)
     assert still.choices[0].message.content and still.model == MODEL
 
 
@@ -137,7 +115,8 @@ def test_recursa_serve_command_starts_a_server(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    command = [sys.executable, "-m", "recursa.cli", "serve", "--port", str(port), "--max-batch", "4"]
+    command = [sys.executable, "-m", "recursa.cli", "serve", "--model", "smollm2", "--port", str(port),
+               "--max-batch", "4"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "RECURSA_THREADS": "1"})
     try:
@@ -156,7 +135,7 @@ def test_recursa_serve_command_starts_a_server(tmp_path):
         proc.wait(timeout=30)
 
 
-def test_a_conversation_growing_over_requests_reuses_its_cached_prefix(client, qwen):
+def test_a_conversation_growing_over_requests_reuses_its_cached_prefix(client, smollm2):
     system = {"role": "system", "content": "You label records. " + "Each record has an id, a user and a label. " * 30}
     first = [system, {"role": "user", "content": "Name one label."}]
     reply = client.chat.completions.create(model=MODEL, messages=first, max_tokens=6, temperature=0)
@@ -164,6 +143,8 @@ def test_a_conversation_growing_over_requests_reuses_its_cached_prefix(client, q
                       {"role": "user", "content": "Another one?"}]
     again = client.chat.completions.create(model=MODEL, messages=follow, max_tokens=6, temperature=0)
     cached = again.usage.prompt_tokens_details.cached_tokens
-    assert 256 <= cached < again.usage.prompt_tokens == len(qwen.chat_ids(follow))
-    local = qwen.decode(qwen.new_state(1), [qwen.chat_ids(follow)], Sampling(max_tokens=6))[0]
-    assert again.choices[0].message.content == local.text
+    assert 256 <= cached < again.usage.prompt_tokens == len(smollm2.chat_ids(follow))
+    fresh = smollm2.decode(smollm2.new_state(1), [smollm2.chat_ids(follow)], Sampling(max_tokens=6))[0]
+    reused = smollm2.tokenizer.encode(again.choices[0].message.content, add_special_tokens=False)
+    # the reused cache was prefilled at another padding than a fresh prompt: equal up to a bf16 tie
+    assert diverges_only_at_a_tie(smollm2, smollm2.chat_ids(follow), fresh.token_ids, reused)

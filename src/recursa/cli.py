@@ -220,7 +220,8 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_batch: Annotated[int, typer.Option(help="Most rows decoded together in one batch.")] = 16,
 ) -> None:
-    """Serve a local model over the OpenAI chat-completions API (concurrent requests are batched)."""
+    """Serve a local model over the OpenAI chat-completions API: streaming, and continuous batching (a request joins
+    the running batch at the next decode step; one whose client disconnects stops)."""
     from recursa.server import serve as run_server
 
     if max_batch < 1:

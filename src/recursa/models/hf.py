@@ -12,6 +12,7 @@ import asyncio
 import os
 import time
 import types
+from collections.abc import Generator
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from recursa.models import attention
 from recursa.models.base import Completion, Conversation, Sampling
 from recursa.models.devices import resolve_device, resolve_dtype
 from recursa.models.prefix_cache import PrefixCache
+from recursa.models.sampling import RowProgress, choose_tokens, sampling_generator
 from recursa.models.state import SequenceState
 
 PAD_QUANTUM = 16            # multi-token segments are left-padded to a multiple of this (batch invariance)
@@ -55,35 +57,6 @@ def make_batch_invariant(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
             module.forward = types.MethodType(_batch_invariant_linear, module)
-
-
-class _Row:
-    """One row's generated tokens and why it stopped."""
-
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.finish: str | None = None
-        self.cut_text: str | None = None      # the text up to a stop string, when one ended the row
-
-    def take(self, token: int, model: HFModel, sampling: Sampling, last: bool) -> bool:
-        """Add one sampled token; True while the row goes on."""
-        if token in model.eos_set and not sampling.ignore_eos:
-            self.finish = "stop"
-            return False
-        self.tokens.append(token)
-        if sampling.stop:
-            text = model.detokenize(self.tokens)
-            cut = min((text.find(s) for s in sampling.stop if s in text), default=-1)
-            if cut >= 0:
-                self.finish, self.cut_text = "stop", text[:cut]
-                return False
-        if last:
-            self.finish = "length"
-            return False
-        return True
-
-    def text(self, tokenizer) -> str:
-        return self.cut_text if self.cut_text is not None else tokenizer.decode(self.tokens, skip_special_tokens=True)
 
 
 class HFModel:
@@ -204,11 +177,12 @@ class HFModel:
         # Real tokens continue each row's own position count; pads reuse it (they are masked anyway).
         positions = state.next_pos[:, None] + (seg_mask.cumsum(1) - 1).clamp(min=0)
         mask = torch.cat([state.mask, seg_mask], dim=1)
-        out = self.model.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
-                               position_ids=positions, past_key_values=state.cache, use_cache=True)
+        hidden = self.model.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
+                                  position_ids=positions, past_key_values=state.cache,
+                                  use_cache=True).last_hidden_state
         state.mask = mask
         state.next_pos = state.next_pos + seg_mask.sum(1)
-        return out.last_hidden_state
+        return hidden
 
     def _pad_left(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         # Widths are rounded up to PAD_QUANTUM so that a row's padding is the same modulo the quantum alone or in
@@ -232,6 +206,16 @@ class HFModel:
 
     def prefill(self, state: SequenceState, ids: list[list[int]]) -> torch.Tensor:
         """Append a left-padded batch of token ids to the state; return the last position's hidden state [B, H]."""
+        steps = self.prefill_stepwise(state, ids)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+
+    def prefill_stepwise(self, state: SequenceState, ids: list[list[int]]) -> Generator[int, None, torch.Tensor]:
+        """`prefill` one forward at a time: yields the positions prefilled so far after each forward and returns the
+        last hidden state [B, H]. A server interleaves these forwards with decode steps of other rows."""
         if len(ids) != state.batch_size:
             raise ValueError(f"prefill got {len(ids)} rows for a state of batch size {state.batch_size}")
         padded, seg_mask = self._pad_left(ids)
@@ -240,7 +224,14 @@ class HFModel:
         for start in range(0, padded.shape[1], chunk):
             end = start + chunk
             hidden = self._forward(state, seg_mask[:, start:end], input_ids=padded[:, start:end])
+            if end < padded.shape[1]:
+                yield end
         return hidden[:, -1, :]
+
+    def step_ids(self, state: SequenceState, ids: torch.Tensor) -> torch.Tensor:
+        """Feed one token per row (ids [B]); return the new last hidden state [B, H]. One decode step."""
+        ones = torch.ones(ids.shape[0], 1, dtype=torch.long, device=self.device)
+        return self._forward(state, ones, input_ids=ids.to(self.device)[:, None])[:, -1, :]
 
     def prefill_embeds(self, state: SequenceState, embeds: list[torch.Tensor]) -> torch.Tensor:
         """Append B sequences of input embeddings ([L_i, H] each, lengths may differ), left-padded like `prefill`;
@@ -266,17 +257,6 @@ class HFModel:
         return self._forward(state, seg_mask, inputs_embeds=embeds.to(self.device, self.dtype))[:, -1, :]
 
     # ---- decoding ---------------------------------------------------------------------------------------
-    def _choose(self, logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
-        if sampling.greedy:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
-        if sampling.top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p
-            sorted_probs[drop] = 0.0
-            probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
     @torch.inference_mode()
     def decode(self, state: SequenceState, ids: list[list[int]], sampling: Sampling, *, cached_tokens: int = 0,
                remember: list[int] | None = None) -> list[Completion]:
@@ -294,7 +274,7 @@ class HFModel:
         rows = self._generate(state, hidden, sampling)
         if remember is not None:
             self.prefix_cache.store(remember, state)
-        completions = [Completion(text=row.text(self.tokenizer), finish_reason=row.finish or "length",
+        completions = [Completion(text=row.text(self), finish_reason=row.finish or "length",
                                   prompt_tokens=len(prompt) + cached_tokens, completion_tokens=len(row.tokens),
                                   token_ids=row.tokens, cached_tokens=cached_tokens)
                        for row, prompt in zip(rows, ids, strict=True)]
@@ -303,22 +283,16 @@ class HFModel:
                           batch_size=len(ids), cached_tokens=cached_tokens)
         return completions
 
-    def _generator(self, sampling: Sampling) -> torch.Generator | None:
-        if sampling.greedy:
-            return None
-        seed = sampling.seed if sampling.seed is not None else int(time.time_ns() % 2**31)
-        return torch.Generator(device=self.device).manual_seed(seed)
-
-    def _generate(self, state: SequenceState, hidden: torch.Tensor, sampling: Sampling) -> list[_Row]:
+    def _generate(self, state: SequenceState, hidden: torch.Tensor, sampling: Sampling) -> list[RowProgress]:
         """The decode loop from the prefilled `hidden` [B, H]; finished rows leave the state as they stop."""
-        generator = self._generator(sampling)
-        rows = [_Row() for _ in range(state.batch_size)]
+        generator = sampling_generator(sampling, self.device)
+        rows = [RowProgress() for _ in range(state.batch_size)]
         active = list(range(state.batch_size))          # original row index of each row still in the state
         for step in range(sampling.max_tokens):
             logits = self.logits(hidden)
             if sampling.constraint is not None:   # structured decoding: each row masked by its own tokens
                 logits = sampling.constraint.mask([rows[row].tokens for row in active], logits)
-            next_ids = self._choose(logits, sampling, generator)
+            next_ids = choose_tokens(logits, sampling, generator)
             keep = [j for j, (row, token) in enumerate(zip(active, next_ids.tolist(), strict=True))
                     if rows[row].take(token, self, sampling, last=step == sampling.max_tokens - 1)]
             if not keep:
@@ -327,8 +301,7 @@ class HFModel:
                 index = torch.tensor(keep, device=self.device)
                 state.select_rows(index)
                 active, next_ids = [active[j] for j in keep], next_ids[index]
-            hidden = self._forward(state, torch.ones(len(active), 1, dtype=torch.long, device=self.device),
-                                   input_ids=next_ids[:, None])[:, -1, :]
+            hidden = self.step_ids(state, next_ids)
         return rows
 
     def generate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:

@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from transformers import DynamicCache
 
 
@@ -65,3 +66,46 @@ class SequenceState:
         self.cache.batch_select_indices(rows)
         self.mask = self.mask.index_select(0, rows)
         self.next_pos = self.next_pos.index_select(0, rows)
+
+    def _layers(self) -> list:
+        return [layer for layer in self.cache.layers if getattr(layer, "keys", None) is not None]
+
+    def take_rows(self, rows: torch.Tensor) -> SequenceState:
+        """A new state holding copies of `rows` (this one is unchanged)."""
+        rows = rows.to(self.device)
+        cache = copy.copy(self.cache)
+        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        for layer in cache.layers:
+            if getattr(layer, "keys", None) is not None:
+                layer.keys, layer.values = layer.keys.index_select(0, rows), layer.values.index_select(0, rows)
+        return SequenceState(cache, self.mask.index_select(0, rows), self.next_pos.index_select(0, rows))
+
+    def append_rows(self, other: SequenceState, quantum: int = 16) -> None:
+        """Add the rows of `other` after this state's rows; the shorter side is left-padded with masked positions.
+
+        Padding added to this state's rows is a multiple of `quantum`, so the rows already here keep the alignment
+        of their keys (the bf16 kernels round a row the same way only at the same alignment)."""
+        grow = max(0, other.length - self.length)
+        length = self.length + -(-grow // quantum) * quantum
+        mine, theirs = self._layers(), other._layers()
+        if len(mine) != len(theirs):
+            raise ValueError("append_rows needs two states of the same model, both prefilled")
+        for layer, extra in zip(mine, theirs, strict=True):
+            layer.keys = torch.cat([_pad_positions(layer.keys, length), _pad_positions(extra.keys, length)])
+            layer.values = torch.cat([_pad_positions(layer.values, length), _pad_positions(extra.values, length)])
+        masks = [F.pad(state.mask, (length - state.length, 0)) for state in (self, other)]
+        self.mask = torch.cat(masks)
+        self.next_pos = torch.cat([self.next_pos, other.next_pos])
+
+    def trim_left(self, quantum: int = 16) -> None:
+        """Drop leading positions that are padding in every row, in whole multiples of `quantum` (alignment kept)."""
+        real = self.mask.any(0)
+        first = int(real.nonzero()[0]) if bool(real.any()) else self.length
+        drop = first // quantum * quantum
+        if drop:
+            self.keep_positions(torch.arange(drop, self.length, device=self.device))
+
+
+def _pad_positions(kv: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, heads, T, D] left-padded with zeros to `length` positions."""
+    return F.pad(kv, (0, 0, length - kv.shape[2], 0))
