@@ -333,8 +333,10 @@ def demo(
     problems: Annotated[int, typer.Option(help="How many GSM8K problems (the shortest ones).")] = 3,
     model: ModelOption = None,
     max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates.")] = 256,
+    long_context_chars: Annotated[int, typer.Option(help="rlm part: document size in characters (0 skips it).")]
+    = 400_000,
 ) -> None:
-    """single vs text-mas vs latent-mas on a few GSM8K problems: answers, correctness, tokens, seconds."""
+    """The methods side by side on a few GSM8K problems, then rlm on a document beyond the model's window."""
     from recursa.eval.demo import demo_tasks, run_demo
 
     try:
@@ -344,10 +346,17 @@ def demo(
         for i, task in enumerate(tasks, 1):
             console.print(f"  [bold]{i}.[/] {escape(task.question)}  [dim](gold {task.answer})[/]")
         rows = run_demo(chat_model, tasks, max_tokens, on_row=lambda r: console.print(
-            f"  {escape(r.label)} done in {r.seconds:.1f}s"))
+            f"  {escape(r.label)} done in {r.seconds:.1f}s"), on_skip=lambda label, why: console.print(
+            f"  [yellow]{escape(label)} skipped:[/] {escape(why)}"))
     except RecursaError as exc:
         fail(str(exc))
         return
+    _demo_table(rows, tasks)
+    if long_context_chars:
+        _demo_long_context(chat_model, long_context_chars)
+
+
+def _demo_table(rows: list[Any], tasks: list[Any]) -> None:
     text_mas = next((r for r in rows if r.label == "text-mas"), None)
     table = Table("method", *[f"#{i}" for i in range(1, len(tasks) + 1)], "correct", "decoded tok", "latent steps",
                   "seconds", "vs text-mas")
@@ -359,6 +368,23 @@ def demo(
         table.add_row(escape(r.spec), *cells, f"{sum(r.correct)}/{len(tasks)}", str(r.decoded_tokens),
                       str(r.latent_steps), f"{r.seconds:.1f}", versus)
     Console().print(table)
+
+
+def _demo_long_context(chat_model: Any, chars: int) -> None:
+    from recursa.eval.demo import run_long_context_demo
+
+    window = getattr(chat_model, "context_window", None)
+    console.print(f"\n[bold]rlm[/]: a {chars:,}-character document" + (f" (the window is {window:,} tokens)"
+                  if window else "") + "; it stays a REPL variable that the model searches with code.")
+    try:
+        row = run_long_context_demo(chat_model, chars)
+    except RecursaError as exc:
+        fail(str(exc))
+        return
+    mark = "[green]✓[/]" if row.correct else "[red]✗[/]"
+    console.print(f"  {escape(row.question)}  [dim](gold {row.gold})[/]\n  {mark} {escape(row.answer)} in "
+                  f"{row.seconds:.1f}s: {row.iterations} iterations, {row.code_blocks} code blocks, "
+                  f"{row.sub_calls} sub-calls; the largest prompt was {row.largest_prompt_tokens:,} tokens")
 
 
 from recursa.cli_train import train_links  # noqa: E402  (defined apart; registered here)
