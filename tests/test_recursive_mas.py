@@ -21,7 +21,7 @@ from recursa.latent.links import (
     save_link,
     text_pairs,
 )
-from recursa.latent.train import TrainSettings
+from recursa.latent.train import TrainSettings, inner_pairs, train_inner
 from recursa.methods.base import Task, create
 from recursa.methods.recursive_mas import cached_rollout, embed_rows, reprefill_rollout
 from recursa.methods.recursive_system import load_models, load_system, role_messages
@@ -163,6 +163,17 @@ def test_training_lowers_loss_and_resumes(smollm2, tiny_system, tmp_path):
     assert mean_loss(resumed.unroll, examples) < before
     resumed.finish()
     assert (tmp_path / "losses.png").is_file() and (tmp_path / "outer-solver-planner.safetensors").is_file()
+
+
+def test_inner_link_starts_at_the_scale_of_the_input_embeddings(smollm2):
+    ids = smollm2.chat_ids([{"role": "user", "content": "Plan: multiply the bags by the marbles, then subtract."}])
+    x, y = inner_pairs(smollm2, [ids[:8]], [ids[8:]])
+    x, y, link = x.clone(), y.clone(), InnerLink(smollm2.hidden_size)
+    with torch.no_grad():
+        default_ratio = link(x).norm(dim=-1).mean() / y.norm(dim=-1).mean()
+        train_inner(link, x, y, epochs=0, lr=1e-3)          # no step: only the start
+        ratio = link(x).norm(dim=-1).mean() / y.norm(dim=-1).mean()
+    assert default_ratio > 5 and 0.5 < ratio < 2, (default_ratio, ratio)
 
 
 def test_ridge_bridge_beats_random_start_on_held_out_text(smollm2, qwen):

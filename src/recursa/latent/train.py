@@ -39,7 +39,7 @@ from recursa.latent.links import InnerLink, OuterLink, ridge_bridge, save_link, 
 class TrainSettings:
     rounds: int = 2
     latent_tokens: int = 16          # m: gold-text positions whose states cross agents (inference: m latent steps)
-    inner_epochs: int = 4
+    inner_epochs: int = 20
     inner_lr: float = 1e-3
     outer_steps: int = 80
     outer_lr: float = 3e-4
@@ -78,9 +78,19 @@ def inner_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - cos) + 0.1 * rel
 
 
+@torch.no_grad()
+def match_output_moments(link: InnerLink, y: torch.Tensor) -> None:
+    """Start the closing LayerNorm at the targets' per-dimension mean and spread. With its default (weight 1) the
+    link's outputs have norm ≈ √d, tens of times an input embedding's, and a few epochs do not undo that: the
+    receiving model would read every latent step as an out-of-range input."""
+    link.post_ln.weight.copy_(y.float().std(0).clamp_min(1e-6).to(link.post_ln.weight.dtype))
+    link.post_ln.bias.copy_(y.float().mean(0).to(link.post_ln.bias.dtype))
+
+
 def train_inner(link: InnerLink, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, seed: int = 0,
                 batch: int = 128, on_step: Callable[[float], None] | None = None) -> list[float]:
     """Fit the inner link on cached pairs; returns the loss per minibatch."""
+    match_output_moments(link, y)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(link.parameters(), lr=lr, weight_decay=0.0)
     losses = []
