@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from recursa.core.config import settings
 from recursa.core.errors import ContextTooLongError, ModelNotFoundError
 from recursa.core.trace import record_model_call
-from recursa.models import attention
+from recursa.models import attention, fused
 from recursa.models.base import Completion, Conversation, Sampling
 from recursa.models.devices import resolve_device, resolve_dtype
 from recursa.models.prefix_cache import PrefixCache
@@ -60,7 +60,10 @@ def make_batch_invariant(model: torch.nn.Module) -> None:
 
 
 class HFModel:
-    """A transformers causal LM on any torch device (bf16 where the device supports it)."""
+    """A transformers causal LM on any torch device (bf16 where the device supports it).
+
+    Llama-family models (Llama, Qwen2, Mistral, SmolLM) run through `fused` (models/fused.py), a lean forward over
+    the same weights; others, and `RECURSA_ATTENTION=eager`, through the transformers modules."""
 
     def __init__(self, model, tokenizer, name: str):
         self.model = model
@@ -81,6 +84,9 @@ class HFModel:
         self.eos_set = frozenset(i for i in eos if i is not None)
         self.eos_ids = torch.tensor(sorted(self.eos_set), device=self.device)
         self.prefix_cache = PrefixCache(settings().prefix_cache_tokens)
+        reason = fused.unsupported_reason(model, self.attention)
+        self.fused: fused.FusedDecoder | None = None if reason else fused.FusedDecoder(model, self.attention)
+        self.fused_unsupported = reason      # why `fused` is None (the transformers modules run instead)
 
     @classmethod
     def from_path(cls, path: Path | str, name: str | None = None, dtype: str = "auto",
@@ -165,6 +171,8 @@ class HFModel:
 
     @torch.inference_mode()
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None:
+            return self.fused.logits(hidden)
         return self.model.get_output_embeddings()(hidden)
 
     def new_state(self, batch_size: int) -> SequenceState:
@@ -177,9 +185,12 @@ class HFModel:
         # Real tokens continue each row's own position count; pads reuse it (they are masked anyway).
         positions = state.next_pos[:, None] + (seg_mask.cumsum(1) - 1).clamp(min=0)
         mask = torch.cat([state.mask, seg_mask], dim=1)
-        hidden = self.model.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
-                                  position_ids=positions, past_key_values=state.cache,
-                                  use_cache=True).last_hidden_state
+        if self.fused is not None:
+            hidden = self.fused.forward(state.cache, mask, positions, input_ids, inputs_embeds)
+        else:
+            hidden = self.model.model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
+                                      position_ids=positions, past_key_values=state.cache,
+                                      use_cache=True).last_hidden_state
         state.mask = mask
         state.next_pos = state.next_pos + seg_mask.sum(1)
         return hidden
