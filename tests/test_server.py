@@ -116,7 +116,7 @@ def test_recursa_serve_command_starts_a_server(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "recursa.cli", "serve", "--model", "smollm2", "--port", str(port),
-               "--max-batch", "4"]
+               "--max-batch", "4", "--weights", "int8"]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "RECURSA_THREADS": "1"})
     try:
@@ -130,6 +130,9 @@ def test_recursa_serve_command_starts_a_server(tmp_path):
                 assert time.monotonic() < deadline, "recursa serve did not come up within 120 s"
                 time.sleep(0.25)
         assert models["data"][0]["id"] == MODEL
+        reply = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60, json={
+            "model": MODEL, "messages": user("hi"), "max_tokens": 3, "temperature": 0, "ignore_eos": True}).json()
+        assert reply["usage"]["completion_tokens"] == 3
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -219,6 +219,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     max_batch: Annotated[int, typer.Option(help="Most rows decoded together in one batch.")] = 16,
+    weights: Annotated[str | None, typer.Option(help="auto | int8: weight-only int8, quantised once and cached "
+                                                "(default: RECURSA_WEIGHTS, else auto).")] = None,
 ) -> None:
     """Serve a local model over the OpenAI chat-completions API: streaming, and continuous batching (a request joins
     the running batch at the next decode step; one whose client disconnects stops)."""
@@ -227,7 +229,7 @@ def serve(
     if max_batch < 1:
         fail(f"--max-batch must be >= 1, got {max_batch}")
     try:
-        run_server(model, host=host, port=port, max_batch=max_batch)
+        run_server(model, host=host, port=port, max_batch=max_batch, weights=weights)
     except RecursaError as exc:
         fail(str(exc))
 

@@ -26,6 +26,9 @@ class Settings(BaseSettings):
         "key/value heads; faster batched decode on long caches); eager (transformers' own); sdpa (torch's fused "
         "kernel, faster long prefills, but its rounding depends on the padding, so a row's tokens can change with "
         "its batch beyond rounding ties). Measurements: bench/results/.")
+    weights: Literal["auto", "int8"] = Field(
+        default="auto", description="local weights: auto (the model's dtype, bf16 on CPU) or int8 (weight-only, per "
+        "channel, quantised once and cached under RECURSA_HOME/int8; reads half the bytes per decode step).")
     prefix_cache_tokens: int = Field(
         default=256, ge=0, description="local backend: a single-row request whose prompt shares at least this many "
         "tokens with the previous one reuses that prompt's KV cache (0 = off).")

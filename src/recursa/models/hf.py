@@ -21,7 +21,7 @@ import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from recursa.core.config import settings
-from recursa.core.errors import ContextTooLongError, ModelNotFoundError
+from recursa.core.errors import ConfigError, ContextTooLongError, ModelNotFoundError
 from recursa.core.trace import record_model_call
 from recursa.models import attention, fused
 from recursa.models.base import Completion, Conversation, Sampling
@@ -63,9 +63,10 @@ class HFModel:
     """A transformers causal LM on any torch device (bf16 where the device supports it).
 
     Llama-family models (Llama, Qwen2, Mistral, SmolLM) run through `fused` (models/fused.py), a lean forward over
-    the same weights; others, and `RECURSA_ATTENTION=eager`, through the transformers modules."""
+    the same weights; others, and `RECURSA_ATTENTION=eager`, through the transformers modules. `weights`: auto
+    (the model's dtype) or int8 (models/int8.py; `weights_cache` is where the quantised weights are kept)."""
 
-    def __init__(self, model, tokenizer, name: str):
+    def __init__(self, model, tokenizer, name: str, weights: str | None = None, weights_cache: Path | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
@@ -87,13 +88,34 @@ class HFModel:
         reason = fused.unsupported_reason(model, self.attention)
         self.fused: fused.FusedDecoder | None = None if reason else fused.FusedDecoder(model, self.attention)
         self.fused_unsupported = reason      # why `fused` is None (the transformers modules run instead)
+        self.weights = "auto"
+        chosen = weights or settings().weights
+        if chosen not in ("auto", "int8"):
+            raise ConfigError(f"unknown weights {chosen!r}; use auto or int8")
+        if chosen == "int8":
+            self.use_int8(weights_cache)
+
+    def use_int8(self, cache: Path | None = None) -> None:
+        """Switch to int8 weights (one way: the model's weights become their dequantised values). `cache`: the file
+        that keeps the quantised weights (default: under RECURSA_HOME/int8/)."""
+        from recursa.models import int8
+
+        if self.fused is None:
+            raise ConfigError(f"int8 weights need the fused decoder, which {self.name} cannot use: "
+                              f"{self.fused_unsupported}; use --weights auto")
+        if self.weights == "int8":
+            return
+        path = cache if cache is not None else int8.cache_path(settings().home, self.name)
+        int8.apply_int8(self.fused, int8.load_or_quantize(self.fused, path))
+        self.weights = "int8"
+        self.prefix_cache.clear()
 
     @classmethod
     def from_path(cls, path: Path | str, name: str | None = None, dtype: str = "auto",
-                  device: str | None = None) -> HFModel:
+                  device: str | None = None, weights: str | None = None) -> HFModel:
         """Load a transformers folder or hub id. `device`: auto | cpu | cuda | cuda:N | mps (default:
         `RECURSA_DEVICE`, else auto); `dtype`: auto (bf16 where the device supports it) | bfloat16 | float16 |
-        float32."""
+        float32; `weights`: auto | int8 (default: `RECURSA_WEIGHTS`)."""
         threads = settings().threads or os.cpu_count() or 1
         torch.set_num_threads(threads)
         transformers.utils.logging.disable_progress_bar()
@@ -106,7 +128,7 @@ class HFModel:
         model.to(target)
         model.eval()
         make_batch_invariant(model)
-        return cls(model, tokenizer, name or str(path))
+        return cls(model, tokenizer, name or str(path), weights=weights)
 
     @property
     def attention(self) -> str:

@@ -86,14 +86,16 @@ def resolve_path(name: str, prepare: bool = True) -> Path | str:
     raise ModelNotFoundError(f"unknown model '{name}'; known names: {known}; or pass a model folder or a hub id")
 
 
-def load(name: str | None = None, *, device: str | None = None, dtype: str = "auto") -> HFModel:
+def load(name: str | None = None, *, device: str | None = None, dtype: str = "auto",
+         weights: str | None = None) -> HFModel:
     """Load a model as an `HFModel` (ChatModel + LatentModel).
 
     `name`: a registered name (`recursa models`; default: the embedded Qwen2.5-Coder-0.5B), a local transformers
     folder or a hub id. `device`: auto | cpu | cuda | cuda:N | mps (default: `RECURSA_DEVICE`, else auto).
-    `dtype`: auto (bf16 where the device supports it) | bfloat16 | float16 | float32.
+    `dtype`: auto (bf16 where the device supports it) | bfloat16 | float16 | float32. `weights`: auto | int8
+    (weight-only int8, quantised once and cached; default: `RECURSA_WEIGHTS`).
     """
     from recursa.models.hf import HFModel
 
     name = canonical_name(name or settings().default_model)
-    return HFModel.from_path(resolve_path(name), name=name, dtype=dtype, device=device)
+    return HFModel.from_path(resolve_path(name), name=name, dtype=dtype, device=device, weights=weights)

@@ -224,11 +224,12 @@ class ServerThread:
         self._thread.join(timeout=30)
 
 
-def serve(model_name: str | None = None, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16) -> None:
-    """Load the model and serve it until interrupted."""
+def serve(model_name: str | None = None, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 16,
+          weights: str | None = None) -> None:
+    """Load the model (`weights`: auto | int8, default RECURSA_WEIGHTS) and serve it until interrupted."""
     import uvicorn
 
     from recursa.models import registry
 
-    model = registry.load(model_name)
+    model = registry.load(model_name, weights=weights)
     uvicorn.run(create_app(model, max_batch=max_batch), host=host, port=port, log_level="info")
