@@ -1,14 +1,21 @@
-"""Speed benchmark of the local backend: decode and prefill throughput against the memory-bandwidth limit.
+"""Speed benchmark of the local backend: every decode path side by side against its memory-bandwidth limit.
 
-    python bench/speed.py [--model NAME] [--new-tokens 128] [--out runs/speed.json] [--no-profile]
+    python bench/speed.py [--model NAME] [--new-tokens 128] [--batches 1,8] [--out runs/speed.json]
+                          [--markdown bench/results/speed-DATE.md] [--no-profile] [--no-serve] [--no-int8]
 
+Decoding one token at batch 1 is memory-bound: every step reads every weight matrix once. So the limit of a path is
+`bandwidth / bytes its weights take per step` (bf16: 2 bytes a weight; int8: 1 byte plus a scale per row), with
+the bandwidth measured in the same run (a large tensor copy). One process measures, one after the other:
 
-Decoding one token at batch 1 is memory-bound: every step reads every weight matrix once. So the ceiling is
-`bandwidth / bytes read per step`, with the bandwidth measured in the same run (a large tensor copy). Everything is
-measured in one process, one after the other, so the ratios are comparable even on a noisy shared machine.
+1. the matmul routines of torch's CPU build at the 1–2 rows of a decode step (bench/speed_kernels.py);
+2. the paths: `bf16-modules` (the transformers modules, the backend before issue 15), `bf16-fused` (models/fused.py)
+   and `int8` (models/int8.py): decode at each batch size, prefill, and where the time of a batch-1 step goes;
+3. transformers' own `generate()`, llama.cpp on the same GGUF if `llama-cpp-python` is installed;
+4. `recursa serve` at 1 and 8 concurrent streams, static batching (before) and continuous batching (after).
 
 Decode figures exclude prefill: the prompt minus its last token is prefilled first, then `HFModel.decode` runs the
-timed steps. End of sequence is ignored so every row decodes exactly `new_tokens` tokens.
+timed steps. End of sequence is ignored so every row decodes exactly `new_tokens` tokens. The int8 path is measured
+last: switching to it replaces the model's weights by their dequantised values.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +32,9 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from recursa.models.base import Sampling
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling speed_* modules
+
+from recursa.models.base import Sampling  # noqa: E402
 
 DECODE_PROMPTS = [
     "Write a Python function that checks whether a number is prime, with a docstring and tests.",
@@ -141,11 +151,24 @@ def llama_cpp_throughput(model_name: str, new_tokens: int, threads: int) -> dict
     return {"gguf": str(path), "gguf_bytes": path.stat().st_size, "tokens_per_s": (new_tokens - 1) / seconds}
 
 
+def int8_weight_bytes(model) -> dict[str, int]:
+    """Bytes the int8 path reads per decode step: int8 matrices with a bf16 scale per row, their biases, the norms
+    (the embedding table is only indexed). Valid once `model.use_int8()` has run."""
+    matmuls = model.fused.matmuls()
+    matrices = sum(m.qweight.numel() + 2 * m.scales.numel() + (0 if m.dense.bias is None else 2 * m.dense.bias.numel())
+                   for m in matmuls.values())
+    norms = sum(p.numel() * p.element_size() for n, p in model.module.named_parameters() if "norm" in n)
+    return {"read_per_step": matrices + norms, "lm_head": matmuls["head"].qweight.numel()}
+
+
+LINEAR_OPS = ("aten::mm", "aten::addmm", "aten::linear", "aten::_weight_int8pack_mm")
+
+
 def profile_decode(model, steps: int = 24) -> dict[str, float]:
     """Share of batch-1 decode wall time per kind of work (torch.profiler, CPU).
 
     'python_and_dispatch' is wall time not spent inside any ATen op: the Python of the decode loop and of the
-    transformers modules, plus op dispatch. Profiling adds some overhead of its own to that share."""
+    model's forward, plus op dispatch. Profiling adds some overhead of its own to that share."""
     from torch.profiler import ProfilerActivity, profile
 
     vocab = model.output_embedding_matrix().shape[0]
@@ -161,12 +184,11 @@ def profile_decode(model, steps: int = 24) -> dict[str, float]:
         if event.key.startswith("ProfilerStep"):
             continue
         us = event.self_cpu_time_total
-        if event.key in ("aten::mm", "aten::addmm", "aten::linear"):
+        if event.key in LINEAR_OPS:
             is_head = any(vocab in (shape or []) for shape in (event.input_shapes or []))
             shares["lm_head" if is_head else "linear_layers"] += us
-        elif event.key in ("aten::bmm", "aten::matmul") or any(k in event.key for k in ("attention", "flash",
-                                                                                          "softmax")):
-            # eager attention is matmul → bmm (QKᵀ, AV) + softmax; SDPA shows up under its own name
+        elif event.key == "aten::bmm" or any(k in event.key for k in ("attention", "flash", "softmax")):
+            # grouped/eager attention is bmm (QKᵀ, AV) + softmax; SDPA shows up under its own name
             shares["attention"] += us
         else:
             shares["other_ops"] += us
@@ -175,114 +197,92 @@ def profile_decode(model, steps: int = 24) -> dict[str, float]:
     return {key: value / wall_us for key, value in shares.items()} | {"ms_per_step": wall_us / 1000 / steps}
 
 
+def measure_path(model, batches: tuple[int, ...], new_tokens: int, prompt_tokens: int, repeats: int,
+                 profile: bool, stage: Callable[[str, Callable[[], Any]], Any]) -> dict[str, Any]:
+    """Decode at each batch size, prefill and (optionally) the profile of one path, each as its own stage."""
+    path: dict[str, Any] = {"decode": {}}
+    stage("warm-up", lambda: decode_throughput(model, 1, 4))
+    for batch in batches:
+        path["decode"][str(batch)] = stage(f"decode, batch {batch}",
+                                           lambda b=batch: decode_throughput(model, b, new_tokens, repeats))
+    path["prefill"] = stage(f"prefill, {prompt_tokens} tokens",
+                            lambda: prefill_throughput(model, prompt_tokens, repeats))
+    if profile:
+        path["profile_batch1"] = stage("profiling batch-1 decode", lambda: profile_decode(model))
+    return path
+
+
 def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batches: tuple[int, ...] = (1, 8),
                     prompt_tokens: int = 512, repeats: int = 2, profile: bool = True, compare_generate: bool = True,
-                    threads: int | None = None, out: Path | None = None,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure everything in one process and return one JSON-able dict (see `bench/speed.py`).
+                    kernels: bool = True, serve: bool = True, int8: bool = True, threads: int | None = None,
+                    out: Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure everything in one process and return one JSON-able dict (see the module docstring).
     With `out`, the JSON is rewritten after every stage, so an interrupted run keeps what it measured."""
     import hashlib
 
-    import recursa.models.hf as hf_module
+    from speed_kernels import decode_shapes, matmul_candidates
+    from speed_serve import serve_throughput
+
     from recursa.models import registry
 
     say = progress or (lambda _msg: None)
     say("loading model")
-    model = registry.load(model_name)
+    model = registry.load(model_name, weights="auto")
     if threads:
         torch.set_num_threads(threads)
+    backend = Path(registry.__file__).parent
     results: dict[str, Any] = {
         "model": model.name, "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": repeats,
         "new_tokens": new_tokens, "load_average_at_start": os.getloadavg()[0],
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
         # which version of the backend was measured (it changes often while decode speed is being worked on)
-        "hf_py_sha256": hashlib.sha256(Path(hf_module.__file__).read_bytes()).hexdigest()[:12],
-        "decode": {}}
+        "backend_sha256": hashlib.sha256(b"".join((backend / f).read_bytes() for f in
+                                                  ("hf.py", "fused.py", "int8.py"))).hexdigest()[:12],
+        "paths": {}, "serve": {}}
 
-    def stage(key: str, label: str, measure: Callable[[], Any]) -> None:
+    def stage(label: str, measure: Callable[[], Any]) -> Any:
         say(label)
-        results[key] = measure()
+        value = measure()
         if out is not None:
             write_json(results, out)
+        return value
 
-    stage("bandwidth", "memory bandwidth", memory_bandwidth)
-    results["weight_bytes"] = weight_bytes(model)
-    stage("warmup", "warm-up", lambda: decode_throughput(model, 1, 8))
-    for batch in batches:
-        stage("decode", f"decode, batch {batch}",
-              lambda b=batch: results["decode"] | {str(b): decode_throughput(model, b, new_tokens, repeats)})
-    stage("prefill", f"prefill, {prompt_tokens} tokens", lambda: prefill_throughput(model, prompt_tokens, repeats))
+    results["bandwidth"] = stage("memory bandwidth", memory_bandwidth)
+    results["weight_bytes"] = {"bf16": weight_bytes(model)}
+    if kernels:
+        results["matmul_candidates"] = stage("matmul routines at 1-2 rows",
+                                             lambda: matmul_candidates(decode_shapes(model)))
+    fused = model.fused
+    model.fused = None                                       # the transformers modules: the backend before
+    results["paths"]["bf16-modules"] = {}
+    results["paths"]["bf16-modules"] = measure_path(model, batches, new_tokens, prompt_tokens, repeats, profile,
+                                                    lambda label, fn: stage(f"bf16-modules: {label}", fn))
+    model.fused = fused
+    results["paths"]["bf16-fused"] = measure_path(model, batches, new_tokens, prompt_tokens, repeats, profile,
+                                                  lambda label, fn: stage(f"bf16-fused: {label}", fn))
     if compare_generate:
-        stage("plain_generate", "transformers generate()",
-              lambda: plain_generate_throughput(model, new_tokens, repeats))
-    stage("llama_cpp", "llama.cpp (if installed)",
-          lambda: llama_cpp_throughput(model.name, new_tokens, results["threads"]))
-    if profile:
-        stage("profile_batch1", "profiling batch-1 decode", lambda: profile_decode(model))
+        results["plain_generate"] = stage("transformers generate()",
+                                          lambda: plain_generate_throughput(model, new_tokens, repeats))
+    results["llama_cpp"] = stage("llama.cpp (if installed)",
+                                 lambda: llama_cpp_throughput(model.name, new_tokens, results["threads"]))
+    if serve:
+        for mode, continuous in (("static", False), ("continuous", True)):
+            results["serve"][mode] = {str(n): stage(f"recursa serve, {mode} batching, {n} streams",
+                                                    lambda n=n, c=continuous: serve_throughput(model, n,
+                                                                                               continuous=c))
+                                      for n in (1, 8)}
+    if int8 and model.fused is not None:
+        stage("int8: quantising (or reading the cache)", model.use_int8)
+        results["weight_bytes"]["int8"] = int8_weight_bytes(model)
+        results["paths"]["int8"] = measure_path(model, batches, new_tokens, prompt_tokens, repeats, profile,
+                                                lambda label, fn: stage(f"int8: {label}", fn))
     results["load_average_at_end"] = os.getloadavg()[0]  # > threads means other processes competed for the cores
+    from speed_report import summarize
+
     results["summary"] = summarize(results)
     if out is not None:
         write_json(results, out)
     return results
-
-
-def summarize(results: dict[str, Any]) -> dict[str, float]:
-    bandwidth = results["bandwidth"]["copy_gb_s"] * 1e9
-    weights = results["weight_bytes"]
-    one = results["decode"].get("1", {}).get("tokens_per_s")
-    summary: dict[str, float] = {
-        "ceiling_tok_s_all_params": bandwidth / weights["all_parameters"],
-        "ceiling_tok_s_bytes_read": bandwidth / weights["read_per_step"],
-    }
-    if one:
-        summary["batch1_fraction_of_ceiling_all_params"] = one / summary["ceiling_tok_s_all_params"]
-        summary["batch1_fraction_of_ceiling_bytes_read"] = one / summary["ceiling_tok_s_bytes_read"]
-        summary["achieved_gb_s_batch1"] = one * weights["read_per_step"] / 1e9
-        for batch, row in results["decode"].items():
-            if batch != "1":
-                summary[f"batch{batch}_over_batch1"] = row["tokens_per_s"] / one
-        if results.get("plain_generate"):
-            summary["over_plain_generate"] = one / results["plain_generate"]["tokens_per_s"]
-        if results.get("llama_cpp"):
-            llama = results["llama_cpp"]
-            summary["llama_cpp_over_local"] = llama["tokens_per_s"] / one
-            # its ceiling, counting the whole 4-bit GGUF as read per step (an upper bound on its bytes)
-            summary["llama_cpp_fraction_of_its_ceiling"] = llama["tokens_per_s"] * llama["gguf_bytes"] / bandwidth
-    return summary
-
-
-def render(results: dict[str, Any]):
-    """A rich table of the figures."""
-    from rich.table import Table
-
-    title = (f"speed: {results['model']} ({results['threads']} threads, best of {results['repeats']}, load average "
-             f"{results['load_average_at_start']:.1f} → {results['load_average_at_end']:.1f})")
-    table = Table("measure", "value", title=title)
-    bw, weights, summary = results["bandwidth"], results["weight_bytes"], results["summary"]
-    table.add_row("memory copy bandwidth", f"{bw['copy_gb_s']:.1f} GB/s (read-only sum: {bw['read_gb_s']:.1f} GB/s)")
-    table.add_row("weights / read per step", f"{weights['all_parameters'] / 1e9:.3f} GB / "
-                                             f"{weights['read_per_step'] / 1e9:.3f} GB (embedding only indexed)")
-    table.add_row("ceiling (all params / bytes read)", f"{summary['ceiling_tok_s_all_params']:.1f} / "
-                                                       f"{summary['ceiling_tok_s_bytes_read']:.1f} tok/s")
-    for batch, row in results["decode"].items():
-        table.add_row(f"decode batch {batch}", f"{row['tokens_per_s']:.1f} tok/s ({row['ms_per_step']:.1f} ms/step)")
-    if "batch1_fraction_of_ceiling_all_params" in summary:
-        table.add_row("batch 1 / ceiling", f"{summary['batch1_fraction_of_ceiling_all_params']:.0%} (all params), "
-                                           f"{summary['batch1_fraction_of_ceiling_bytes_read']:.0%} (bytes read)")
-    for key, value in summary.items():
-        if key.endswith("_over_batch1"):
-            table.add_row(key.replace("_", " "), f"{value:.2f}×")
-    pre = results["prefill"]
-    table.add_row(f"prefill {pre['prompt_tokens']} tokens", f"{pre['tokens_per_s']:.0f} tok/s ({pre['seconds']:.2f} s)")
-    if results.get("plain_generate"):
-        table.add_row("transformers generate(), batch 1", f"{results['plain_generate']['tokens_per_s']:.1f} tok/s "
-                                                          f"(ours is {summary['over_plain_generate']:.2f}×)")
-    llama = results.get("llama_cpp")
-    table.add_row("llama.cpp, same GGUF", f"{llama['tokens_per_s']:.1f} tok/s ({summary['llama_cpp_over_local']:.2f}× "
-                                          "ours)" if llama else "not installed")
-    for key, value in (results.get("profile_batch1") or {}).items():
-        table.add_row(f"profile: {key.replace('_', ' ')}", f"{value:.1f}" if key == "ms_per_step" else f"{value:.0%}")
-    return table
 
 
 def write_json(results: dict[str, Any], path: Path) -> Path:
@@ -300,18 +300,29 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=512, help="prefill prompt length")
     parser.add_argument("--repeats", type=int, default=2, help="runs per measure; the fastest counts")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: RECURSA_THREADS or all)")
-    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdown")
+    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler breakdowns")
     parser.add_argument("--no-generate", action="store_true", help="skip the transformers generate() comparison")
+    parser.add_argument("--no-kernels", action="store_true", help="skip the matmul routines at 1-2 rows")
+    parser.add_argument("--no-serve", action="store_true", help="skip recursa serve throughput")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 path")
     parser.add_argument("--out", type=Path, default=Path("runs") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    parser.add_argument("--markdown", type=Path, default=None, help="also write the report as Markdown here")
     args = parser.parse_args()
     console = Console(stderr=True)
     results = run_speed_bench(args.model, new_tokens=args.new_tokens,
                               batches=tuple(int(b) for b in args.batches.split(",")),
                               prompt_tokens=args.prompt_tokens, repeats=args.repeats, profile=not args.no_profile,
-                              compare_generate=not args.no_generate,
-                              threads=args.threads, out=args.out, progress=lambda m: console.log(m))
+                              compare_generate=not args.no_generate, kernels=not args.no_kernels,
+                              serve=not args.no_serve, int8=not args.no_int8, threads=args.threads, out=args.out,
+                              progress=lambda m: console.log(m))
+    from speed_report import markdown, render
+
     Console().print(render(results))
     console.print(f"wrote {args.out}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(results, command=" ".join(sys.argv)))
+        console.print(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":

@@ -120,3 +120,17 @@ def test_a_seeded_sampled_request_gives_the_same_text_alone_and_joined(client):
     joined = client.chat.completions.create(**settings).choices[0].message.content
     list(stream)
     assert joined == alone
+
+
+def test_static_batching_makes_a_newcomer_wait_for_the_batch(smollm2):
+    """The comparison mode of bench/speed.py (the server before continuous batching)."""
+    with ServerThread(create_app(smollm2, max_batch=6, continuous=False)) as static:
+        client = openai.OpenAI(base_url=static.url, api_key="unused", max_retries=0, timeout=120)
+        stream = iter(client.chat.completions.create(model=MODEL, messages=STORY, max_tokens=20, temperature=0,
+                                                     stream=True, extra_body=ENDLESS))
+        first = [next(stream) for _ in range(3)]
+        waiting = client.chat.completions.create(model=MODEL, messages=user(PROMPTS[1]), max_tokens=4, temperature=0)
+        list(stream)
+        running, newcomer = record(static, first[0].id), record(static, waiting.id)
+    assert not newcomer["joined_running"] and newcomer["rows_at_join"] == 1
+    assert newcomer["prefill_step"] >= running["finished_step"] > newcomer["admitted_step"]

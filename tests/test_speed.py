@@ -32,13 +32,49 @@ def test_ignore_eos_decodes_past_the_end_of_turn(qwen):
     assert full.completion_tokens == 24 and full.finish_reason == "length"
 
 
-def test_summary_ratios():
+def test_summary_ratios_and_report():
+    import speed_report
+
     bandwidth = speed.memory_bandwidth(size_mb=16, repeats=1)
     assert bandwidth["copy_gb_s"] > 0 and bandwidth["read_gb_s"] > 0
-    results = {"bandwidth": {"copy_gb_s": 10.0}, "weight_bytes": {"all_parameters": 1e9, "read_per_step": 5e8},
-               "decode": {"1": {"tokens_per_s": 5.0}, "8": {"tokens_per_s": 25.0}},
-               "plain_generate": {"tokens_per_s": 2.5}, "llama_cpp": None}
-    summary = speed.summarize(results)
-    assert summary["ceiling_tok_s_all_params"] == 10.0 and summary["ceiling_tok_s_bytes_read"] == 20.0
-    assert summary["batch1_fraction_of_ceiling_all_params"] == 0.5
-    assert summary["batch8_over_batch1"] == 5.0 and summary["over_plain_generate"] == 2.0
+    decode = {"1": {"tokens_per_s": 5.0, "ms_per_step": 200.0}, "8": {"tokens_per_s": 25.0, "ms_per_step": 320.0}}
+    results = {"model": "m", "threads": 1, "torch": "x", "repeats": 1, "new_tokens": 8, "backend_sha256": "abc",
+               "load_average_at_start": 0.5, "load_average_at_end": 0.6,
+               "bandwidth": {"copy_gb_s": 10.0, "read_gb_s": 11.0},
+               "weight_bytes": {"bf16": {"read_per_step": 1e9}, "int8": {"read_per_step": 5e8}},
+               "paths": {"bf16-modules": {"decode": decode, "prefill": {"tokens_per_s": 100.0}},
+                         "int8": {"decode": {"1": {"tokens_per_s": 10.0, "ms_per_step": 100.0}},
+                                  "prefill": {"tokens_per_s": 120.0}}},
+               "plain_generate": {"tokens_per_s": 2.5}, "llama_cpp": None,
+               "serve": {"static": {"8": {"tokens_per_s": 20.0, "mean_first_token_s": 3.0, "largest_batch": 8,
+                                          "joined_running": 0}},
+                         "continuous": {"8": {"tokens_per_s": 30.0, "mean_first_token_s": 1.0, "largest_batch": 8,
+                                              "joined_running": 12}}}}
+    summary = speed_report.summarize(results)
+    assert summary["limit_tok_s"] == {"bf16": 10.0, "int8": 20.0}
+    assert summary["paths"]["bf16-modules"]["batch1_fraction_of_limit"] == 0.5
+    assert summary["paths"]["bf16-modules"]["batch8_over_batch1"] == 5.0
+    assert summary["paths"]["int8"]["batch1_fraction_of_limit"] == 0.5
+    assert summary["paths"]["int8"]["batch1_over_bf16-modules"] == 2.0
+    assert summary["paths"]["int8"]["prefill_over_bf16-modules"] == 1.2
+    assert summary["serve_8_streams_continuous_over_static"] == 1.5
+    results["summary"] = summary
+    text = speed_report.markdown(results, command="python bench/speed.py")
+    assert "| int8 | 10.0 (100 ms/step) | - | 50% |" in text and "continuous batching" in text
+
+
+def test_matmul_candidates_report_every_routine():
+    import speed_kernels
+
+    measured = speed_kernels.matmul_candidates([(64, 32), (32, 64)], repeats=1)
+    assert len(measured) == 5
+    for name, rows in measured.items():
+        assert "error" in rows or (rows["rows=1"]["gb_s"] > 0 and rows["rows=2"]["ms"] > 0), name
+
+
+def test_serve_throughput_counts_streamed_tokens(smollm2):
+    import speed_serve
+
+    measured = speed_serve.serve_throughput(smollm2, streams=2, requests_per_stream=1, new_tokens=4)
+    lengths = [4 // 2 + (i * 7) % 4 for i in range(2)]
+    assert measured["tokens"] == sum(lengths) and measured["tokens_per_s"] > 0 and measured["largest_batch"] >= 1

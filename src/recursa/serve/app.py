@@ -33,9 +33,10 @@ def served_names(model) -> set[str]:
     return names
 
 
-def create_app(model, max_batch: int = 16) -> FastAPI:
-    """An OpenAI-compatible app over `model` (an `HFModel`); the engine runs while the app is up."""
-    engine = ContinuousBatcher(model, max_batch)
+def create_app(model, max_batch: int = 16, continuous: bool = True) -> FastAPI:
+    """An OpenAI-compatible app over `model` (an `HFModel`); the engine runs while the app is up. `continuous`
+    False gives static batching (a request waits for the running batch to finish; for comparisons)."""
+    engine = ContinuousBatcher(model, max_batch, continuous=continuous)
     names = served_names(model)
 
     @asynccontextmanager

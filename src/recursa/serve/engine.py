@@ -72,9 +72,10 @@ class Cohort:
 class ContinuousBatcher:
     """Owns the model: every tokenizer and model call happens on its thread."""
 
-    def __init__(self, model, max_batch: int = 16, batch_window_s: float = 0.005):
+    def __init__(self, model, max_batch: int = 16, batch_window_s: float = 0.005, continuous: bool = True):
         self.model = model
         self.max_batch = max_batch
+        self.continuous = continuous           # False: static batching, newcomers wait for the batch to finish
         self.batch_window_s = batch_window_s   # an idle engine waits this long for requests sent together
         self.stats = EngineStats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -173,6 +174,8 @@ class ContinuousBatcher:
         self._join(cohort, hidden)
 
     def _start_cohort(self) -> Cohort | None:
+        if not self.continuous and self._running is not None:
+            return None
         room = self.max_batch - self._running_rows()
         jobs: list[Job] = []
         while self._waiting and self._waiting[0].n <= room:   # first come, first served: none overtakes a big one

@@ -1,0 +1,88 @@
+"""Matmul routines of torch's CPU build at the 1–2 rows of a decode step (part of bench/speed.py).
+
+Every candidate multiplies one or two activation rows by the model's weight matrices, cycled in decode order (all
+layers, then the LM head), so the weights stream from memory as in a real step instead of sitting in a cache. The
+figure is the bytes of the weights it reads per second; the winner is what models/fused.py uses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+def decode_shapes(model) -> list[tuple[int, int]]:
+    """[N, K] of every matmul of one decode step (fused q/k/v and gate/up, o, down per layer; the LM head)."""
+    config = model.config
+    hidden, inter = config.hidden_size, config.intermediate_size
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    layer = [((heads + 2 * kv_heads) * head_dim, hidden), (hidden, heads * head_dim), (2 * inter, hidden),
+             (hidden, inter)]
+    return layer * config.num_hidden_layers + [(config.vocab_size, hidden)]
+
+
+def _int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    scales = weight.float().abs().amax(1) / 127
+    return (weight.float() / scales[:, None]).round().to(torch.int8), scales.to(weight.dtype)
+
+
+def _candidates() -> dict[str, tuple[Callable[[torch.Tensor], Any], Callable[[torch.Tensor, Any], Any], float]]:
+    """name → (prepare weight, multiply rows by it, bytes read per weight element)."""
+    def one_row_as_two(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[0]
+        x = torch.cat([x, x]) if rows == 1 else x
+        return torch.matmul(w, x.t())[:, :rows]
+
+    return {
+        "F.linear (oneDNN, transformers' path)": (lambda w: w, lambda x, w: F.linear(x, w), 2.0),
+        "W @ x.T": (lambda w: w, lambda x, w: torch.matmul(w, x.t()), 2.0),
+        "W @ x.T, one row run as two (chosen)": (lambda w: w, one_row_as_two, 2.0),
+        "oneDNN prepacked weights": (lambda w: torch.ops.mkldnn._reorder_linear_weight(w, 1),
+                                     lambda x, w: torch.ops.mkldnn._linear_pointwise(x, w, None, "none", [None], ""),
+                                     2.0),
+        "int8 _weight_int8pack_mm (chosen for int8)": (_int8, lambda x, w: torch.ops.aten._weight_int8pack_mm(
+            x, w[0], w[1]), 1.0),
+    }
+
+
+@torch.inference_mode()
+def matmul_candidates(shapes: list[tuple[int, int]], rows: tuple[int, ...] = (1, 2), repeats: int = 3,
+                      dtype: torch.dtype = torch.bfloat16) -> dict[str, dict[str, Any]]:
+    """{candidate: {"rows=1": {"ms": .., "gb_s": ..}, ...}} over random weights of `shapes` (values do not matter
+    for speed). Candidates that this torch build lacks report their error."""
+    generator = torch.Generator().manual_seed(0)
+    weights = [(torch.randn(n, k, generator=generator) * 0.02).to(dtype) for n, k in shapes]
+    inputs = {k: {m: torch.randn(m, k, generator=generator).to(dtype) for m in rows} for _, k in shapes}
+    results: dict[str, dict[str, Any]] = {}
+    for name, (prepare, multiply, bytes_per_weight) in _candidates().items():
+        try:
+            prepared = [prepare(w) for w in weights]
+        except (RuntimeError, AttributeError) as exc:
+            results[name] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"}
+            continue
+        nbytes = bytes_per_weight * sum(n * k for n, k in shapes)
+        results[name] = {}
+        for m in rows:
+            xs = [inputs[k][m] for _, k in shapes]
+            best = _best_pass(multiply, xs, prepared, repeats)
+            results[name][f"rows={m}"] = {"ms": 1000 * best, "gb_s": nbytes / best / 1e9}
+        del prepared
+    return results
+
+
+def _best_pass(multiply: Callable[[torch.Tensor, Any], Any], xs: list[torch.Tensor], weights: list[Any],
+               repeats: int) -> float:
+    """Fastest of `repeats` passes over all weights (after one untimed pass)."""
+    best = float("inf")
+    for attempt in range(repeats + 1):
+        started = time.perf_counter()
+        for x, w in zip(xs, weights, strict=True):
+            multiply(x, w)
+        if attempt:
+            best = min(best, time.perf_counter() - started)
+    return best
