@@ -151,3 +151,23 @@ def test_a_conversation_growing_over_requests_reuses_its_cached_prefix(client, s
     reused = smollm2.tokenizer.encode(again.choices[0].message.content, add_special_tokens=False)
     # the reused cache was prefilled at another padding than a fresh prompt: equal up to a bf16 tie
     assert diverges_only_at_a_tie(smollm2, smollm2.chat_ids(follow), fresh.token_ids, reused)
+
+
+def test_a_failing_step_fails_its_requests_and_the_server_keeps_serving(client, server, smollm2, monkeypatch):
+    real_step = smollm2.step_ids
+    calls = []
+
+    def failing_once(state, ids):
+        calls.append(len(calls))
+        if len(calls) == 2:
+            raise RuntimeError("simulated kernel failure")
+        return real_step(state, ids)
+
+    monkeypatch.setattr(smollm2, "step_ids", failing_once)
+    with pytest.raises(openai.InternalServerError, match="simulated kernel failure"):
+        client.chat.completions.create(model=MODEL, messages=user(PROMPTS[1]), max_tokens=8, temperature=0,
+                                       extra_body={"ignore_eos": True})
+    assert stats(server)["decoding_rows"] == 0
+    after = client.chat.completions.create(model=MODEL, messages=user(PROMPTS[1]), max_tokens=4, temperature=0,
+                                           extra_body={"ignore_eos": True})
+    assert after.usage.completion_tokens == 4

@@ -339,9 +339,11 @@ class ContinuousBatcher:
         return list(jobs.values())
 
     def _fail_in_flight(self, error: ApiError) -> None:
-        for job in self._in_flight():
-            job.fail(error)
+        jobs = self._in_flight()
         self._running = self._cohort = None
+        self._update_gauges()
+        for job in jobs:
+            job.fail(error)
 
     def _fail_everything(self, error: ApiError) -> None:
         self._fail_in_flight(error)
