@@ -24,6 +24,9 @@ app = typer.Typer(help="Multi-agent reasoning with language models.", no_args_is
                   pretty_exceptions_enable=False)
 models_app = typer.Typer(help="List and prepare models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+from recursa.engine.cli import engine_app  # noqa: E402  (a sub-app of its own module)
+
+app.add_typer(engine_app, name="engine")
 
 
 def load_chat_model(model: str | None, backend: str = "local", base_url: str | None = None,

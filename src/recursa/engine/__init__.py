@@ -1,0 +1,1 @@
+"""Managed model engines (`recursa engine start|stop|status`): vLLM in its own venv, serving on loopback."""
