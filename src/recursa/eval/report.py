@@ -127,7 +127,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     labels = [r["method"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(4 + 2.2 * len(rows), 4))
     acc = [100 * r["accuracy"] for r in rows]
-    err = [[100 * (r["accuracy"] - r["ci95"][0]) for r in rows], [100 * (r["ci95"][1] - r["accuracy"]) for r in rows]]
+    # clamped: at 100 % the Wilson upper bound can round to just below the accuracy (matplotlib rejects it)
+    err = [[max(0.0, 100 * (r["accuracy"] - r["ci95"][0])) for r in rows],
+           [max(0.0, 100 * (r["ci95"][1] - r["accuracy"])) for r in rows]]
     axes[0].bar(labels, acc, yerr=err, capsize=4, color="tab:green")
     axes[0].set_ylabel("accuracy % (95% CI)")
     axes[1].bar(labels, [r["completion_tokens"] for r in rows], color="tab:blue", label="completion")
