@@ -29,7 +29,7 @@ from recursa.engine.cli import engine_app  # noqa: E402  (a sub-app of its own m
 app.add_typer(engine_app, name="engine")
 
 
-def load_chat_model(model: str | None, backend: str = "local", base_url: str | None = None,
+def load_chat_model(model: str | None, backend: str = "local", base_url: str | list[str] | None = None,
                     api_key: str | None = None, concurrency: int = 8, device: str | None = None):
     """A ChatModel for the CLI: the local transformers backend or an OpenAI-compatible server."""
     if backend == "local":
@@ -61,7 +61,11 @@ ModelOption = Annotated[str | None, typer.Option(help="Model name, folder or hub
 DeviceOption = Annotated[str | None, typer.Option(help="Local model device: auto | cpu | cuda | cuda:N | mps "
                                                   "(default: RECURSA_DEVICE, else auto).")]
 BackendOption = Annotated[str, typer.Option(help="local | openai")]
-BaseUrlOption = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai).")]
+BaseUrlOption = Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (--backend openai); "
+                                                  "several replicas: URL1,URL2.")]
+BaseUrlsOption = Annotated[list[str] | None, typer.Option(
+    "--base-url", help="OpenAI-compatible server URL (--backend openai); repeat it (or URL1,URL2) to spread the "
+    "requests over replicas: a failed replica's requests go to another.")]
 SetOption = Annotated[list[str] | None, typer.Option(
     "--option", "-o", help="Any option the method declares, as key=value (repeatable); see `recursa methods`.")]
 # Method options: None = not given (the method's own default applies); each is validated against the method.
@@ -269,7 +273,7 @@ def bench(
                                              "existing folder is resumed.")] = None,
     batch_size: Annotated[int, typer.Option(help="Problems per batched model call.")] = 4,
     backend: BackendOption = "local",
-    base_url: BaseUrlOption = None,
+    base_url: BaseUrlsOption = None,
     max_tokens: Annotated[int, typer.Option(help="Max tokens each decoding agent generates (every method that "
                                             "has the option).")] = 384,
     temperature: Annotated[float, typer.Option(help="0 = greedy (every method that has the option).")] = 0.0,
@@ -303,6 +307,10 @@ def bench(
         fail(str(exc))
         return
     Console().print(_summary_table(summary))
+    replicas = getattr(chat_model, "replica_stats", list)()
+    if len(replicas) > 1:   # client-side balancing: where the requests went
+        console.print("replicas: " + "; ".join(f"{r['base_url']} answered {r['served']}, failed {r['failed']}"
+                                               for r in replicas))
     console.print(f"results: {out_dir / 'results.jsonl'}; summary: {out_dir / 'summary.md'}")
 
 

@@ -1,7 +1,9 @@
 """`ChatModel` over any OpenAI-compatible HTTP server (vLLM, SGLang, llama.cpp server, Ollama, OpenAI, `recursa serve`).
 
 Every conversation of a batch is one `/v1/chat/completions` request; requests run concurrently, at most
-`max_concurrency` at a time. Transient failures (connection errors, timeouts, 408/409/429, 5xx) are retried with
+`max_concurrency` per server at a time. Several base URLs (replicas of one model) share the load client-side: each
+request goes to the least busy replica that is up, and a failed replica's requests move to another
+(`models/replicas.py`). Transient failures (connection errors, timeouts, 408/409/429, 5xx) are retried with
 exponential backoff and jitter (honouring `Retry-After`); other HTTP errors fail at once with a `BackendError`.
 
 All HTTP work runs on one event loop in a private daemon thread, so the client, its connection pool and the
@@ -27,6 +29,7 @@ import openai
 from recursa.core.errors import BackendError, ContextTooLongError, RecursaError
 from recursa.core.trace import record_model_call
 from recursa.models.base import Completion, Conversation, Sampling
+from recursa.models.replicas import ReplicaPool, split_base_urls
 
 T = TypeVar("T")
 
@@ -36,15 +39,18 @@ MAX_BACKOFF_SECONDS = 30.0
 
 
 class OpenAIChatModel:
-    """A chat model served over the OpenAI chat-completions API."""
+    """A chat model served over the OpenAI chat-completions API, by one server or several replicas.
 
-    def __init__(self, model: str, base_url: str | None = None, api_key: str | None = None,
+    `base_url`: one URL, a comma-separated list or a list of URLs (replicas serving the same model)."""
+
+    def __init__(self, model: str, base_url: str | list[str] | None = None, api_key: str | None = None,
                  max_concurrency: int = 8, timeout: float = 120.0, max_retries: int = 4,
                  backoff_seconds: float = 0.5, context_window: int | None = None):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
         self.name = model
-        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        self.base_urls = split_base_urls(base_url or os.environ.get("OPENAI_BASE_URL"))
+        self.base_url = self.base_urls[0]
         # Local servers need no key, but the client insists on one.
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         self.max_concurrency = max_concurrency
@@ -54,7 +60,7 @@ class OpenAIChatModel:
         self._context_window = context_window
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._client: openai.AsyncOpenAI | None = None
+        self._pool: ReplicaPool | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._json_schema_ok = True         # until the server rejects a JSON-schema response_format
 
@@ -90,9 +96,9 @@ class OpenAIChatModel:
             loop, self._loop = self._loop, None
         if loop is None or loop.is_closed():
             return
-        client, self._client, self._semaphore = self._client, None, None
-        if client is not None:
-            asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=10)
+        pool, self._pool, self._semaphore = self._pool, None, None
+        for replica in pool.replicas if pool is not None else []:
+            asyncio.run_coroutine_threadsafe(replica.client.close(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
 
     def __enter__(self) -> OpenAIChatModel:
@@ -101,13 +107,17 @@ class OpenAIChatModel:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _client_and_semaphore(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
-        # Created lazily on the private loop, so both belong to it.
-        if self._client is None or self._semaphore is None:
-            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
-                                              timeout=self.timeout, max_retries=0)  # retries are ours
-            self._semaphore = asyncio.Semaphore(self.max_concurrency)
-        return self._client, self._semaphore
+    def _pool_and_semaphore(self) -> tuple[ReplicaPool, asyncio.Semaphore]:
+        # Created lazily on the private loop, so the clients and the semaphore belong to it.
+        if self._pool is None or self._semaphore is None:
+            self._pool = ReplicaPool.build(self.base_urls, lambda url: openai.AsyncOpenAI(
+                base_url=url, api_key=self._api_key, timeout=self.timeout, max_retries=0))  # retries are ours
+            self._semaphore = asyncio.Semaphore(self.max_concurrency * len(self.base_urls))
+        return self._pool, self._semaphore
+
+    def replica_stats(self) -> list[dict[str, Any]]:
+        """Requests answered and failures seen per replica (base URL) so far."""
+        return self._pool.stats() if self._pool is not None else []
 
     # ---- ChatModel ----------------------------------------------------------------------------------------
     def generate(self, batch: list[Conversation], sampling: Sampling) -> list[Completion]:
@@ -142,7 +152,7 @@ class OpenAIChatModel:
         return list(await asyncio.gather(*(self._generate_one(conv, sampling) for conv in batch)))
 
     async def _generate_one(self, conversation: Conversation, sampling: Sampling) -> Completion:
-        client, semaphore = self._client_and_semaphore()
+        _, semaphore = self._pool_and_semaphore()
         params: dict[str, Any] = {"model": self.name, "messages": conversation, "max_tokens": sampling.max_tokens,
                                   "temperature": sampling.temperature, "n": 1}
         if sampling.top_p < 1.0:
@@ -158,13 +168,13 @@ class OpenAIChatModel:
         async with semaphore:
             started = time.perf_counter()
             try:
-                response = await self._with_retries(lambda: client.chat.completions.create(**params))
+                response = await self._with_retries(lambda client: client.chat.completions.create(**params))
             except BackendError as exc:
                 if "response_format" not in params or "400" not in str(exc):
                     raise
                 self._json_schema_ok = False    # a server without JSON-schema output: send plain requests
                 params.pop("response_format")
-                response = await self._with_retries(lambda: client.chat.completions.create(**params))
+                response = await self._with_retries(lambda client: client.chat.completions.create(**params))
             seconds = time.perf_counter() - started
         if not response.choices:
             raise BackendError(f"{self.base_url or 'OpenAI'} returned no choices for model '{self.name}'")
@@ -181,8 +191,7 @@ class OpenAIChatModel:
                           completion_tokens=completion_tokens)
 
     async def _fetch_context_window(self) -> int | None:
-        client, _ = self._client_and_semaphore()
-        page = await self._with_retries(client.models.list)
+        page = await self._with_retries(lambda client: client.models.list())
         for entry in page.data:
             if entry.id == self.name:
                 extra = entry.model_extra or {}
@@ -192,16 +201,34 @@ class OpenAIChatModel:
         return None
 
     async def _with_retries(self, call):
-        where = self.base_url or "the OpenAI API"
-        for attempt in range(self.max_retries + 1):
+        """`call(client)` on a replica; a transient failure moves it to another replica that is up at once, and
+        backs off only when none is. One server: `max_retries` retries with backoff, as before."""
+        pool, _ = self._pool_and_semaphore()
+        attempts = self.max_retries + len(pool)      # every replica gets its own try before retries count
+        tried: set[int] = set()
+        backoffs = 0
+        for attempt in range(attempts):
+            replica = pool.pick(tried)
+            replica.in_flight += 1
             try:
-                return await call()
+                result = await call(replica.client)
             except (openai.APIConnectionError, openai.APIStatusError) as exc:
                 status = getattr(exc, "status_code", None)
                 retryable = status is None or status in RETRYABLE_STATUS or status >= 500
-                if not retryable or attempt == self.max_retries:
-                    raise _backend_error(exc, where, self.name, attempt + 1) from exc
-                await asyncio.sleep(self._backoff(attempt, exc))
+                if retryable:
+                    pool.failed(replica)
+                if not retryable or attempt == attempts - 1:
+                    raise _backend_error(exc, replica.where, self.name, attempt + 1) from exc
+                tried.add(pool.index(replica))
+                if not pool.has_other_up(tried):    # nowhere else to go now: wait, then try them all again
+                    tried.clear()
+                    await asyncio.sleep(self._backoff(backoffs, exc))
+                    backoffs += 1
+            else:
+                pool.succeeded(replica)
+                return result
+            finally:
+                replica.in_flight -= 1
         raise AssertionError("unreachable")
 
     def _backoff(self, attempt: int, exc: Exception) -> float:
