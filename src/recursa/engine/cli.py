@@ -6,9 +6,7 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from recursa.console import console, fail
 from recursa.core.errors import RecursaError
@@ -87,8 +85,6 @@ def status_command() -> None:
     if not rows:
         console.print("no engine is running; start one with `recursa engine start vllm`")
         return
-    table = Table("engine", "model", "base URL", "pid", "up", "health", "log")
-    for record, health in rows:
-        table.add_row(record.kind, escape(record.model), record.base_url, str(record.pid),
-                      f"{(time.time() - record.started_at) / 60:.0f} min", health, escape(record.log))
-    Console().print(table)
+    for record, health in rows:   # one plain line each (no table: scripts read it, and URLs must not wrap)
+        print(f"{record.kind}\t{record.model}\t{record.base_url}\tpid {record.pid}\t"
+              f"up {(time.time() - record.started_at) / 60:.0f} min\t{health}\tlog {record.log}")
