@@ -76,6 +76,7 @@ LatentStepsOption = Annotated[int | None, typer.Option(help=_doc("latent-mas", "
 RealignOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "realign"))]
 LayoutOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "layout"))]
 TransferOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "transfer"))]
+DecoderOption = Annotated[str | None, typer.Option(help=_doc("latent-mas", "decoder"))]
 MaxDepthOption = Annotated[int | None, typer.Option(help=_doc("rlm", "max_depth"))]
 MaxIterationsOption = Annotated[int | None, typer.Option(help=_doc("rlm", "max_iterations"))]
 
@@ -127,6 +128,7 @@ def run(
     realign: RealignOption = None,
     transfer: TransferOption = None,
     layout: LayoutOption = None,
+    decoder: DecoderOption = None,
     context: Annotated[Path | None, typer.Option(help="rlm: file holding the context (text or JSON).")] = None,
     workspace: Annotated[str | None, typer.Option(help=_doc("aime", "workspace"))] = None,
     knowledge: Annotated[str | None, typer.Option(help=_doc("aime", "knowledge"))] = None,
@@ -146,7 +148,7 @@ def run(
     from recursa.view.links import note_run
 
     flags = dict(max_tokens=max_tokens, temperature=temperature, pattern=pattern, latent_steps=latent_steps,
-                 realign=realign, transfer=transfer, layout=layout, max_depth=max_depth,
+                 realign=realign, transfer=transfer, layout=layout, decoder=decoder, max_depth=max_depth,
                  max_iterations=max_iterations, system=system, rounds=rounds, workspace=workspace,
                  knowledge=knowledge, resume=resume)
     try:

@@ -10,6 +10,10 @@ independent of the others (left padding, per-row mask and positions).
 
     planner ─┐ prefill + m latent steps ─▶ critic ─▶ refiner ─▶ judger: prefill + decode → answer text
              └────────────── one SequenceState (KV cache [B, T]) grows by L_i + m per agent ──────────────┘
+
+`decoder=vllm`: the latent rollouts stay here; the final agent's decode goes to a vLLM server as `prompt_embeds`,
+every input that built the row's memory plus the final prompt (`latent/replay.py`), so the server rebuilds the
+same cache and decodes what the local model would (at its own speed, batched with other requests).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from recursa.core.budget import Budget
 from recursa.core.errors import ConfigError
 from recursa.core.trace import record_latent, span
 from recursa.latent.align import DEFAULT_RIDGE, REALIGN_MODES, Aligner
+from recursa.latent.replay import REPLAYABLE_TRANSFERS, InputTape
 from recursa.latent.rollout import TRANSFER_MODES, hand_over, latent_rollout
 from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.prompts import Team, answer_format_of, load_team
@@ -40,6 +45,7 @@ Realign = Literal["none", "norm", "ridge", "ridge+norm", "soft"]
 Transfer = Literal["full", "latent-only", "own-only", "none"]
 Prompts = Literal["shared", "latent"]
 Preset = Literal["ours", "paper"]
+Decoder = Literal["local", "vllm"]
 assert get_args(Realign) == REALIGN_MODES and get_args(Transfer) == TRANSFER_MODES
 
 # Named configurations; options given explicitly win over their preset's values.
@@ -75,6 +81,19 @@ class LatentMASConfig(SamplingOptions):
     """Role prompts: latent (written for agents that think in latent steps) or shared (text-mas's, word for word)."""
     gist: bool | None = None
     """Read each thought back as the LM head's top token (default: on with soft, which computes it anyway)."""
+    decoder: Decoder = "local"
+    """Final agent's decode: local (from the handed-over cache) or vllm (its inputs replayed as prompt_embeds)."""
+    decoder_url: str | None = None
+    """decoder=vllm: the server's base URL (default: the `recursa engine` that serves this model)."""
+
+    @model_validator(mode="after")
+    def _replayable(self) -> LatentMASConfig:
+        # ConfigError, not ValueError: pydantic passes it through whole (a ValueError on a Literal field would be
+        # reported as a bad choice)
+        if self.decoder == "vllm" and self.transfer not in REPLAYABLE_TRANSFERS:
+            raise ConfigError(f"latent-mas: decoder=vllm replays the memory's inputs, which rebuilds it only with "
+                              f"transfer {' or '.join(REPLAYABLE_TRANSFERS)}, not {self.transfer}")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +130,7 @@ class LatentMAS(MethodBase):
         self.team: Team = load_team(cfg.pattern)
         self.sampling = cfg.sampling()
         self._aligner: Aligner | None = None
+        self._remote: Any = None            # decoder=vllm: the OpenAI-compatible client, made on first use
 
     @property
     def aligner(self) -> Aligner:
@@ -126,12 +146,14 @@ class LatentMAS(MethodBase):
         return [self.model.chat_ids(role.messages(t.question, answer_format_of(t.meta), context, latent))
                 for t in tasks]
 
-    def build_memory(self, tasks: list[Task]) -> tuple[SequenceState, list[list[AgentOutput]]]:
-        """Run every non-final agent: the working memory the final agent reads, and each task's agent records."""
+    def build_memory(self, tasks: list[Task], tape: InputTape | None = None
+                     ) -> tuple[SequenceState, list[list[AgentOutput]]]:
+        """Run every non-final agent: the working memory the final agent reads, and each task's agent records.
+        `tape` also keeps every input that went into the memory (for a decoder elsewhere)."""
         state = self.model.new_state(len(tasks))
         agents: list[list[AgentOutput]] = [[] for _ in tasks]
         for role in self.team.workers:
-            state = self._think(role, tasks, state, agents)
+            state = self._think(role, tasks, state, agents, tape)
         return state, agents
 
     def final_prompt_ids(self, tasks: list[Task], state: SequenceState) -> list[list[int]]:
@@ -143,8 +165,9 @@ class LatentMAS(MethodBase):
         if not tasks:
             return []
         started = time.perf_counter()
-        state, agents = self.build_memory(tasks)
-        completions, decode_seconds, memory = self._answer(tasks, state)
+        tape = InputTape(self.model, len(tasks)) if self.config.decoder == "vllm" else None
+        state, agents = self.build_memory(tasks, tape)
+        completions, decode_seconds, memory = self._answer(tasks, state, tape)
         seconds = (time.perf_counter() - started) / len(tasks)
         meta = {"preset": self.config.preset, "pattern": self.team.pattern, "latent_steps": self.latent_steps,
                 "realign": self.realign, "transfer": self.transfer, "layout": self.layout,
@@ -161,8 +184,8 @@ class LatentMAS(MethodBase):
                                   meta=dict(meta)))
         return answers
 
-    def _think(self, role: Any, tasks: list[Task], state: SequenceState,
-               agents: list[list[AgentOutput]]) -> SequenceState:
+    def _think(self, role: Any, tasks: list[Task], state: SequenceState, agents: list[list[AgentOutput]],
+               tape: InputTape | None = None) -> SequenceState:
         """One non-final agent: prefill its prompt on `state`, take m latent steps, record it; the state handed on."""
         model, steps, batch = self.model, self.latent_steps, len(tasks)
         # Tell an agent about the latent memory only when it reads context and there is memory to read.
@@ -170,7 +193,13 @@ class LatentMAS(MethodBase):
         ids = self._prompt_ids(role, tasks, context, state)
         with span("agent", role.name, method=self.name, batch_size=batch, latent_steps=steps,
                   transfer=self.transfer, realign=self.realign) as agent_span:
-            rollout = latent_rollout(model, state, ids, steps, self.aligner, gist=self.gist)
+            rollout = latent_rollout(model, state, ids, steps, self.aligner, gist=self.gist,
+                                     keep_latents=tape is not None)
+            if tape is not None:
+                tape.add_tokens(ids)
+                if rollout.input_embeds is not None:
+                    tape.add_latents(rollout.input_embeds)
+                tape.hand_over(self.transfer)
             gists = [model.detokenize(row) for row in rollout.thought_tokens] if rollout.thought_tokens else None
             cache_bytes = state.nbytes()
             figures = dict(cache_length=state.length, cache_bytes=cache_bytes,
@@ -194,8 +223,10 @@ class LatentMAS(MethodBase):
             self.budget.charge(tokens=sum(rollout.prompt_tokens), calls=batch)
         return state
 
-    def _answer(self, tasks: list[Task], state: SequenceState) -> tuple[list[Completion], float, dict[str, Any]]:
-        """The final agent prefills its prompt on the memory and decodes; consumes `state`."""
+    def _answer(self, tasks: list[Task], state: SequenceState, tape: InputTape | None = None
+                ) -> tuple[list[Completion], float, dict[str, Any]]:
+        """The final agent prefills its prompt on the memory and decodes (here, or from `tape` on the remote
+        decoder); consumes `state`."""
         batch = len(tasks)
         ids = self.final_prompt_ids(tasks, state)
         memory = {"length": state.length, "bytes": state.nbytes(),   # what the final agent reads
@@ -203,7 +234,12 @@ class LatentMAS(MethodBase):
         with span("agent", self.team.final.name, method=self.name, batch_size=batch, final=True,
                   cache_length=memory["length"], cache_bytes=memory["bytes"]) as final_span:
             began = time.perf_counter()
-            completions = self.model.decode(state, ids, self.sampling)
+            if tape is None:
+                completions = self.model.decode(state, ids, self.sampling)
+            else:
+                tape.add_tokens(ids)        # the server rebuilds the memory from its inputs
+                completions = self.remote_decoder().complete_embeds(
+                    tape.sequences(), self.sampling, stop_token_ids=sorted(getattr(self.model, "eos_set", ())))
             decode_seconds = time.perf_counter() - began
             if final_span is not None:
                 final_span.set(prompt_tokens=sum(c.prompt_tokens for c in completions),
@@ -211,3 +247,21 @@ class LatentMAS(MethodBase):
         if self.budget is not None:
             self.budget.charge(tokens=sum(c.prompt_tokens + c.completion_tokens for c in completions), calls=batch)
         return completions, decode_seconds, memory
+
+    def remote_decoder(self) -> Any:
+        """decoder=vllm: the client of the server that decodes (`decoder_url`, else the running `recursa engine`
+        that serves this model)."""
+        if self._remote is None:
+            from recursa.models import engines
+            from recursa.models.openai_compat import OpenAIChatModel
+
+            url = self.config.decoder_url
+            if url is None:
+                running = engines.find_running(self.model.name)
+                if running is None:
+                    raise ConfigError(f"latent-mas decoder=vllm: no running vLLM engine serves {self.model.name}; "
+                                      f"start one with `recursa engine start vllm --model {self.model.name}` or "
+                                      "give decoder_url")
+                url = running.base_url
+            self._remote = OpenAIChatModel(self.model.name, base_url=url)
+        return self._remote

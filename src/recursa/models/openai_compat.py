@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
@@ -30,6 +30,9 @@ from recursa.core.errors import BackendError, ContextTooLongError, RecursaError
 from recursa.core.trace import record_model_call
 from recursa.models.base import Completion, Conversation, Sampling
 from recursa.models.replicas import ReplicaPool, split_base_urls
+
+if TYPE_CHECKING:
+    import torch
 
 T = TypeVar("T")
 
@@ -153,14 +156,7 @@ class OpenAIChatModel:
 
     async def _generate_one(self, conversation: Conversation, sampling: Sampling) -> Completion:
         _, semaphore = self._pool_and_semaphore()
-        params: dict[str, Any] = {"model": self.name, "messages": conversation, "max_tokens": sampling.max_tokens,
-                                  "temperature": sampling.temperature, "n": 1}
-        if sampling.top_p < 1.0:
-            params["top_p"] = sampling.top_p
-        if sampling.stop:
-            params["stop"] = list(sampling.stop)
-        if sampling.seed is not None:
-            params["seed"] = sampling.seed
+        params: dict[str, Any] = {"model": self.name, "messages": conversation, **_sampling_params(sampling)}
         schema = getattr(sampling.constraint, "json_schema", None)
         if schema and self._json_schema_ok:  # the server constrains decoding; callers still validate the reply
             params["response_format"] = {"type": "json_schema",
@@ -189,6 +185,48 @@ class OpenAIChatModel:
                           usage_estimated=usage is None)
         return Completion(text=text, finish_reason=finish, prompt_tokens=prompt_tokens,
                           completion_tokens=completion_tokens)
+
+    # ---- decoding from input embeddings (vLLM) ----------------------------------------------------------------
+    def complete_embeds(self, sequences: list[torch.Tensor], sampling: Sampling,
+                        stop_token_ids: list[int] | None = None) -> list[Completion]:
+        """Generate from input embeddings instead of text: each sequence [T, H] (no padding) is one
+        `/v1/completions` request with `prompt_embeds` (vLLM started with --enable-prompt-embeds, as `recursa
+        engine` does), sent concurrently. `stop_token_ids`: end-of-turn ids beyond the served generation config's."""
+        payloads = [encode_prompt_embeds(seq) for seq in sequences]      # on the caller's thread: torch work
+        if not payloads:
+            return []
+        return self._run(self._complete_all(payloads, [int(seq.shape[0]) for seq in sequences], sampling,
+                                            stop_token_ids))
+
+    async def _complete_all(self, payloads: list[str], lengths: list[int], sampling: Sampling,
+                            stop_token_ids: list[int] | None) -> list[Completion]:
+        return list(await asyncio.gather(*(self._complete_one(p, n, sampling, stop_token_ids)
+                                           for p, n in zip(payloads, lengths, strict=True))))
+
+    async def _complete_one(self, payload: str, length: int, sampling: Sampling,
+                            stop_token_ids: list[int] | None) -> Completion:
+        _, semaphore = self._pool_and_semaphore()
+        extra: dict[str, Any] = {"prompt_embeds": payload}
+        if stop_token_ids:
+            extra["stop_token_ids"] = list(stop_token_ids)
+        if sampling.ignore_eos:
+            extra["ignore_eos"] = True
+        params = {"model": self.name, "prompt": None, **_sampling_params(sampling), "extra_body": extra}
+        async with semaphore:
+            started = time.perf_counter()
+            response = await self._with_retries(lambda client: client.completions.create(**params))
+            seconds = time.perf_counter() - started
+        if not response.choices:
+            raise BackendError(f"{self.base_url} returned no choices for model '{self.name}'")
+        choice = response.choices[0]
+        text = _cut_at_stop(choice.text or "", sampling.stop)
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage else length
+        completion_tokens = usage.completion_tokens if usage else self.count_tokens(text)
+        record_model_call(self.name, seconds, prompt_tokens, completion_tokens, backend="openai-embeds",
+                          usage_estimated=usage is None)
+        return Completion(text=text, finish_reason="length" if choice.finish_reason == "length" else "stop",
+                          prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
     async def _fetch_context_window(self) -> int | None:
         page = await self._with_retries(lambda client: client.models.list())
@@ -241,6 +279,34 @@ class OpenAIChatModel:
                 pass  # an HTTP date: fall back to our own schedule
         delay = self.backoff_seconds * 2**attempt
         return min(delay * (0.5 + random.random()), MAX_BACKOFF_SECONDS)  # jitter spreads out retry storms
+
+
+def encode_prompt_embeds(embeds: torch.Tensor) -> str:
+    """[T, H] input embeddings → the `prompt_embeds` string vLLM 0.32 reads (vllm/renderers/embed_utils.py):
+    base64, standard alphabet, of `torch.save` of a dense 2-D floating tensor; the server loads it with
+    `torch.load(weights_only=True)` and casts it to the model's dtype."""
+    import base64
+    import io
+
+    import torch
+
+    if embeds.dim() != 2 or not embeds.is_floating_point():
+        raise ValueError(f"prompt embeddings must be a [T, H] floating tensor, got {tuple(embeds.shape)} "
+                         f"{embeds.dtype}")
+    buffer = io.BytesIO()
+    torch.save(embeds.detach().to("cpu").contiguous().clone(), buffer)   # clone: a view would save its whole storage
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _sampling_params(sampling: Sampling) -> dict[str, Any]:
+    params: dict[str, Any] = {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature, "n": 1}
+    if sampling.top_p < 1.0:
+        params["top_p"] = sampling.top_p
+    if sampling.stop:
+        params["stop"] = list(sampling.stop)
+    if sampling.seed is not None:
+        params["seed"] = sampling.seed
+    return params
 
 
 async def _with_context(coro: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
