@@ -14,8 +14,10 @@ the bandwidth measured in the same run (a large tensor copy). One process measur
 4. `recursa serve` at 1 and 8 concurrent streams, static batching (before) and continuous batching (after).
 
 Decode figures exclude prefill: the prompt minus its last token is prefilled first, then `HFModel.decode` runs the
-timed steps. End of sequence is ignored so every row decodes exactly `new_tokens` tokens. The int8 path is measured
-last: switching to it replaces the model's weights by their dequantised values.
+timed steps. End of sequence is ignored so every row decodes exactly `new_tokens` tokens. The int8 path runs on a
+second copy of the model (switching to int8 replaces a model's weights by their dequantised values). The paths take
+turns within each repeat, and the fastest run of each counts, so a machine whose load drifts during the run does
+not favour the path measured first.
 """
 
 from __future__ import annotations
@@ -197,19 +199,51 @@ def profile_decode(model, steps: int = 24) -> dict[str, float]:
     return {key: value / wall_us for key, value in shares.items()} | {"ms_per_step": wall_us / 1000 / steps}
 
 
-def measure_path(model, batches: tuple[int, ...], new_tokens: int, prompt_tokens: int, repeats: int,
-                 profile: bool, stage: Callable[[str, Callable[[], Any]], Any]) -> dict[str, Any]:
-    """Decode at each batch size, prefill and (optionally) the profile of one path, each as its own stage."""
-    path: dict[str, Any] = {"decode": {}}
-    stage("warm-up", lambda: decode_throughput(model, 1, 4))
-    for batch in batches:
-        path["decode"][str(batch)] = stage(f"decode, batch {batch}",
-                                           lambda b=batch: decode_throughput(model, b, new_tokens, repeats))
-    path["prefill"] = stage(f"prefill, {prompt_tokens} tokens",
-                            lambda: prefill_throughput(model, prompt_tokens, repeats))
+class Paths:
+    """The decode paths, each a switch on one of two loaded models (int8 replaces a model's weights, so it gets
+    its own): `bf16-modules` is the bf16 model with its fused decoder set aside."""
+
+    def __init__(self, bf16, int8_model=None):
+        self.bf16, self.int8, self._fused = bf16, int8_model, bf16.fused
+        self.names = ["bf16-modules"] + (["bf16-fused"] if bf16.fused is not None else []) + \
+            (["int8"] if int8_model is not None else [])
+
+    def use(self, name: str):
+        """The model that runs path `name`, switched to it."""
+        if name == "int8":
+            return self.int8
+        self.bf16.fused = None if name == "bf16-modules" else self._fused
+        return self.bf16
+
+
+def measure_paths(paths: Paths, batches: tuple[int, ...], new_tokens: int, prompt_tokens: int, repeats: int,
+                  profile: bool, stage: Callable[[str, Callable[[], Any]], Any]) -> dict[str, dict[str, Any]]:
+    """Decode at each batch size and prefill on every path, the paths taking turns within each repeat (a shared
+    machine drifts: turns spread the drift over the paths instead of loading it onto the last one); the fastest
+    run of each counts. Then each path's batch-1 profile."""
+    measured: dict[str, dict[str, Any]] = {name: {"decode": {}} for name in paths.names}
+
+    def best(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+        return new if old is None or new["tokens_per_s"] > old["tokens_per_s"] else old
+
+    for name in paths.names:
+        stage(f"{name}: warm-up", lambda n=name: decode_throughput(paths.use(n), 1, 4))
+    for turn in range(1, repeats + 1):
+        for name in paths.names:
+            path = measured[name]
+            for batch in batches:
+                row = stage(f"turn {turn}: {name}: decode, batch {batch}",
+                            lambda n=name, b=batch: decode_throughput(paths.use(n), b, new_tokens))
+                path["decode"][str(batch)] = best(path["decode"].get(str(batch)), row)
+            row = stage(f"turn {turn}: {name}: prefill, {prompt_tokens} tokens",
+                        lambda n=name: prefill_throughput(paths.use(n), prompt_tokens, 1))
+            path["prefill"] = best(path.get("prefill"), row)
     if profile:
-        path["profile_batch1"] = stage("profiling batch-1 decode", lambda: profile_decode(model))
-    return path
+        for name in paths.names:
+            measured[name]["profile_batch1"] = stage(f"{name}: profiling batch-1 decode",
+                                                     lambda n=name: profile_decode(paths.use(n)))
+    paths.use("bf16-fused")
+    return measured
 
 
 def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batches: tuple[int, ...] = (1, 8),
@@ -226,7 +260,7 @@ def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batche
     from recursa.models import registry
 
     say = progress or (lambda _msg: None)
-    say("loading model")
+    say("loading model (bf16)")
     model = registry.load(model_name, weights="auto")
     if threads:
         torch.set_num_threads(threads)
@@ -251,31 +285,26 @@ def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batche
     results["weight_bytes"] = {"bf16": weight_bytes(model)}
     if kernels:
         results["matmul_candidates"] = stage("matmul routines at 1-2 rows",
-                                             lambda: matmul_candidates(decode_shapes(model)))
-    fused = model.fused
-    model.fused = None                                       # the transformers modules: the backend before
-    results["paths"]["bf16-modules"] = {}
-    results["paths"]["bf16-modules"] = measure_path(model, batches, new_tokens, prompt_tokens, repeats, profile,
-                                                    lambda label, fn: stage(f"bf16-modules: {label}", fn))
-    model.fused = fused
-    results["paths"]["bf16-fused"] = measure_path(model, batches, new_tokens, prompt_tokens, repeats, profile,
-                                                  lambda label, fn: stage(f"bf16-fused: {label}", fn))
+                                             lambda: matmul_candidates(decode_shapes(model), repeats=2 * repeats))
+    quantized = None
+    if int8 and model.fused is not None:
+        quantized = stage("loading model (int8: quantising or reading the cache)",
+                          lambda: registry.load(model_name, weights="int8"))
+        results["weight_bytes"]["int8"] = int8_weight_bytes(quantized)
+    paths = Paths(model, quantized)
+    results["paths"] = measure_paths(paths, batches, new_tokens, prompt_tokens, repeats, profile, stage)
     if compare_generate:
         results["plain_generate"] = stage("transformers generate()",
                                           lambda: plain_generate_throughput(model, new_tokens, repeats))
     results["llama_cpp"] = stage("llama.cpp (if installed)",
                                  lambda: llama_cpp_throughput(model.name, new_tokens, results["threads"]))
     if serve:
-        for mode, continuous in (("static", False), ("continuous", True)):
-            results["serve"][mode] = {str(n): stage(f"recursa serve, {mode} batching, {n} streams",
-                                                    lambda n=n, c=continuous: serve_throughput(model, n,
-                                                                                               continuous=c))
-                                      for n in (1, 8)}
-    if int8 and model.fused is not None:
-        stage("int8: quantising (or reading the cache)", model.use_int8)
-        results["weight_bytes"]["int8"] = int8_weight_bytes(model)
-        results["paths"]["int8"] = measure_path(model, batches, new_tokens, prompt_tokens, repeats, profile,
-                                                lambda label, fn: stage(f"int8: {label}", fn))
+        results["serve"] = {"static": {}, "continuous": {}}
+        for streams in (1, 8):   # the two modes side by side in time at each load
+            for mode, continuous in (("static", False), ("continuous", True)):
+                results["serve"][mode][str(streams)] = stage(
+                    f"recursa serve, {mode} batching, {streams} streams",
+                    lambda n=streams, c=continuous: serve_throughput(model, n, continuous=c))
     results["load_average_at_end"] = os.getloadavg()[0]  # > threads means other processes competed for the cores
     from speed_report import summarize
 
