@@ -179,6 +179,9 @@ def kill_group(pid: int, process: subprocess.Popen | None = None, grace: float =
         os.killpg(pid, signal.SIGKILL)   # stragglers (and the leader, if it ignored SIGTERM)
     if process is not None:
         process.wait(timeout=10)
+    else:
+        with contextlib.suppress(ChildProcessError):     # started by this process (a test session): reap it
+            os.waitpid(pid, os.WNOHANG)
 
 
 def stop(record: EngineRecord, process: subprocess.Popen | None = None) -> None:
