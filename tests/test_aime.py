@@ -83,6 +83,15 @@ def test_replans_after_a_failed_subtask(tmp_path):
     assert "no file 'data.txt'" in model.root_prompts[2][-1]["content"]   # the actor saw the tool's error
 
 
+def test_a_replanned_task_does_not_carry_the_boards_rendering_in_its_title(tmp_path):
+    copied = "Read data.txt (done when: done) -> stopped by the repeat guard after 3 steps [data.txt]"
+    model = ScriptedModel([plan(("1", "Read data.txt")), finish("failed", "no luck"),
+                           plan(("2", copied), task_id="2"), finish("failed", "again"),
+                           plan(action="give_up", answer="cannot")])
+    answer = aime(model, tmp_path).run("Read data.txt")
+    assert ProgressBoard(answer.meta["board"]).task("2").title == "Read data.txt"
+
+
 @pytest.mark.parametrize("guard, script", [
     ("step_cap", [call("write_file", path=f"f{i}.txt", content="x") for i in range(3)]),
     ("repeat", [call("list_files")] * 3),

@@ -98,7 +98,7 @@ class Planner:
         added = 0
         for item in decision.add:
             toolkits = [name for name in item.toolkits if name in self.toolkits] or ["python", "workspace"]
-            board.add_task(BoardTask(item.id.strip() or "", item.title, item.criteria, None, toolkits,
+            board.add_task(BoardTask(item.id.strip() or "", clean_title(item.title), item.criteria, None, toolkits,
                                      item.role or "a careful assistant"))
             added += 1
         if decision.action == "finish":
@@ -125,6 +125,16 @@ class Planner:
                 t.status in ("done", "blocked") for t in board.tasks()):
             return Step("finish", answer=_last_result(board), reply=reply, corrected=why)
         return Step("give_up", answer=f"no task to run ({why})", reply=reply, corrected=why)
+
+
+def clean_title(title: str) -> str:
+    """A new task's title without what the board's Markdown appends to a line (criteria, result, files): small
+    planners re-adding a failed task copy its whole rendered line, guard message included."""
+    for marker in (" (done when:", " -> ", " ["):
+        cut = title.find(marker)
+        if cut > 0:
+            title = title[:cut]
+    return title.strip()
 
 
 def _last_result(board: ProgressBoard) -> str:
