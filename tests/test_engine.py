@@ -18,7 +18,8 @@ from recursa.engine.install import EngineBuild, EngineError
 from recursa.models import engines
 
 # A stand-in engine: spawns a child (its pid goes to argv[1]), then behaves as argv[2] says:
-# "serve" answers /health and /v1/models on port argv[3]; "crash" exits 1 with an error line; "hang" never answers.
+# "serve" answers /health and /v1/models on port argv[3] ("auth": /v1 wants an API key, as vLLM's --api-key);
+# "crash" exits 1 with an error line; "hang" never answers.
 STANDIN = r"""
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
@@ -34,7 +35,7 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
     def do_GET(self):
-        self.send_response(200)
+        self.send_response(401 if sys.argv[2] == "auth" and self.path.startswith("/v1") else 200)
         self.end_headers()
         self.wfile.write(b'{"data": []}')
 HTTPServer(("127.0.0.1", int(sys.argv[3])), Handler).serve_forever()
@@ -118,6 +119,14 @@ def test_start_records_the_engine_and_stop_ends_it(tmp_path, folder):
     assert stopped.exit_code == 0 and f"stopped vllm on port {port}" in stopped.output
     assert gone(record.pid) and gone(int(child_pid.read_text()))
     assert engines.records() == [] and "no engine is running" in runner.invoke(app, ["engine", "status"]).output
+
+
+def test_a_server_behind_an_api_key_counts_as_up(tmp_path):
+    _, _, start = start_standin(tmp_path, "auth")
+    record = start()
+    assert vllm.status(record) == "healthy"
+    vllm.stop(record)
+    assert gone(record.pid)
 
 
 def test_a_dead_engine_is_forgotten_by_status(tmp_path):

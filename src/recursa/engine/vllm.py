@@ -140,18 +140,26 @@ def wait_healthy(record: EngineRecord, process: subprocess.Popen, timeout: float
         if process.poll() is not None:
             raise EngineError(f"vLLM exited with status {process.returncode} while starting: "
                               f"{last_error_line(Path(record.log))}; full log: {record.log}")
-        if answers(root + "/health") and answers(root + "/v1/models"):
+        # /v1/models answers 401 when vLLM was given --api-key: it is up all the same
+        if http_status(root + "/health") == 200 and http_status(root + "/v1/models") in (200, 401):
             return
         time.sleep(0.5)
     raise EngineError(f"vLLM did not answer on port {record.port} within {timeout:.0f}s; full log: {record.log}")
 
 
-def answers(url: str, timeout: float = 2.0) -> bool:
+def http_status(url: str, timeout: float = 2.0) -> int | None:
+    """The HTTP status `url` answers with, or None when nothing answers."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status == 200
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
     except (urllib.error.URLError, OSError, ValueError):
-        return False
+        return None
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    return http_status(url, timeout) == 200
 
 
 def last_error_line(log: Path) -> str:
