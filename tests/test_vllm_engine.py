@@ -58,7 +58,7 @@ def engine():
     finally:
         vllm.stop(record)
         assert not engines.is_alive(record.pid)
-    Path(record.log).unlink()                 # kept only when something went wrong
+    Path(record.log).unlink()                 # stopped cleanly: its log is not needed (a failed start keeps it)
 
 
 @pytest.fixture(scope="module")
