@@ -95,6 +95,7 @@ def test_a_replanned_task_does_not_carry_the_boards_rendering_in_its_title(tmp_p
 @pytest.mark.parametrize("guard, script", [
     ("step_cap", [call("write_file", path=f"f{i}.txt", content="x") for i in range(3)]),
     ("repeat", [call("list_files")] * 3),
+    ("repeat", [call("update_progress", status="milestone", message="read it")] * 3),   # a note on a loop
     ("no_progress", [call("read_file", path=f"missing{i}.txt") for i in range(2)]),
 ])
 def test_each_guard_stops_the_actor_and_the_planner_decides(tmp_path, guard, script):

@@ -89,18 +89,18 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                 pointers = [p for p in dict.fromkeys([*call["pointers"], *spec.env.written]) if p]
                 result.report = Report(spec.task.id, call["status"], call["summary"], pointers, step)
                 return result
-            elif name == "update_progress":
-                board.progress(spec.task.id, call["status"], call["message"])
-                observation, progress = "noted on the board", call["status"] == "milestone"
             else:
                 key = name + json.dumps(call, sort_keys=True)
                 calls[key] = calls.get(key, 0) + 1
                 if calls[key] > limits.max_repeats:
                     guard = "repeat"
                     break
-                if calls[key] > 1:
+                if calls[key] > 1:   # the same note twice is a loop too, not progress
                     observation = ("You already made this exact call and saw its result. Do something different, "
                                    "or finish.")
+                elif name == "update_progress":
+                    board.progress(spec.task.id, call["status"], call["message"])
+                    observation, progress = "noted on the board", call["status"] == "milestone"
                 else:
                     observation, ok = _run_tool(spec, name, call)
                     progress = ok and (observation not in seen or spec.tools[name].writes)
