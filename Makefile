@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make demo   installs everything into .venv and runs the main job: single vs text-mas vs latent-mas side by side
+#   make demo   installs everything into .venv and runs the main job: the methods side by side (recursa demo)
 #   make test   installs everything into .venv and runs the test suite (what CI runs)
 PY ?= python3.11
 VENV := .venv
