@@ -6,6 +6,7 @@ import asyncio
 import pytest
 
 from recursa.models.base import ChatModel, Completion, Sampling
+from recursa.models.invariance import diverges_only_at_a_tie
 from recursa.models.openai_compat import OpenAIChatModel
 from recursa.server import ServerThread, create_app
 
@@ -32,7 +33,11 @@ def test_satisfies_the_protocol(chat_model):
     assert chat_model.generate([], Sampling(max_tokens=4)) == []
 
 
-def test_batch_in_order_with_usage_and_length_limit(chat_model):
+def token_ids(model, completion):
+    return completion.token_ids or model.tokenizer.encode(completion.text, add_special_tokens=False)
+
+
+def test_batch_in_order_with_usage_and_length_limit(chat_model, qwen):
     prompts = ["Write a long essay about the history of computing.", "Write a poem of twenty lines about the sea."]
     completions = chat_model.generate([user(p) for p in prompts], Sampling(max_tokens=5))
     assert len(completions) == 2 and all(isinstance(c, Completion) for c in completions)
@@ -40,7 +45,10 @@ def test_batch_in_order_with_usage_and_length_limit(chat_model):
         assert completion.finish_reason == "length" and completion.completion_tokens == 5
         assert completion.prompt_tokens > 10 and completion.text
     essay_alone = chat_model.generate([user(prompts[0])], Sampling(max_tokens=5))[0]
-    assert essay_alone.text == completions[0].text
+    # the backend's guarantee: alone and batched agree except where the two best logits tie in bf16 (this prompt's
+    # first token is one: 18.125 against 18.0)
+    assert essay_alone.text == completions[0].text or diverges_only_at_a_tie(
+        qwen, qwen.chat_ids(user(prompts[0])), token_ids(qwen, essay_alone), token_ids(qwen, completions[0]))
 
 
 def test_stop_string_and_finish_reason(chat_model):
