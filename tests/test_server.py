@@ -11,36 +11,25 @@ import httpx
 import openai
 import pytest
 from conftest import diverges_only_at_a_tie
+from server_support import openai_client, running_server, stats, user
 
 from recursa.models.base import Sampling
-from recursa.server import ServerThread, create_app
 
 MODEL = "smollm2-135m"
 PROMPTS = ["What is 12*7? Answer with a number.", "Name a colour.",
            "Write one short sentence about rivers and the sea.", "hi"]
 
 
-def user(text):
-    return [{"role": "user", "content": text}]
-
 
 @pytest.fixture(scope="module")
 def server(smollm2):
-    with ServerThread(create_app(smollm2, max_batch=8)) as running:
+    with running_server(smollm2, max_batch=8) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
-
-
-def stats(server):
-    return httpx.get(server.url.removesuffix("/v1") + "/stats").json()
-
-
-def record(server, request_id):
-    return next(r for r in stats(server)["recent"] if r["id"] == request_id)
+    return openai_client(server)
 
 
 def test_models_lists_the_served_model(client, smollm2):

@@ -4,10 +4,10 @@ engine's step counters (/stats), never from wall-clock time."""
 
 import asyncio
 
-import httpx
 import openai
 import pytest
 from conftest import diverges_only_at_a_tie
+from server_support import openai_client, record, running_server, stats, user
 
 from recursa.server import ServerThread, create_app
 
@@ -18,27 +18,16 @@ PROMPTS = ["What is 12*7? Answer with a number.", "Name a colour.",
 ENDLESS = {"ignore_eos": True}
 
 
-def user(text):
-    return [{"role": "user", "content": text}]
-
 
 @pytest.fixture(scope="module")
 def server(smollm2):
-    with ServerThread(create_app(smollm2, max_batch=6)) as running:
+    with running_server(smollm2, max_batch=6) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
-
-
-def stats(server):
-    return httpx.get(server.url.removesuffix("/v1") + "/stats").json()
-
-
-def record(server, request_id):
-    return next(r for r in stats(server)["recent"] if r["id"] == request_id)
+    return openai_client(server)
 
 
 def same_up_to_a_tie(model, messages, alone, joined):

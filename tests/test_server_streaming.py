@@ -6,11 +6,10 @@ import json
 import time
 
 import httpx
-import openai
 import pytest
+from server_support import openai_client, record, running_server, stats
 
 from recursa.models.sampling import StreamText
-from recursa.server import ServerThread, create_app
 
 MODEL = "smollm2-135m"
 COUNT = [{"role": "user", "content": "Count from 1 to 10, separated by commas. Only the numbers."}]
@@ -19,21 +18,13 @@ ENDLESS = {"ignore_eos": True}   # vLLM's extension: decode all max_tokens token
 
 @pytest.fixture(scope="module")
 def server(smollm2):
-    with ServerThread(create_app(smollm2, max_batch=8)) as running:
+    with running_server(smollm2, max_batch=8) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(server):
-    return openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
-
-
-def stats(server):
-    return httpx.get(server.url.removesuffix("/v1") + "/stats").json()
-
-
-def record(server, request_id):
-    return next(r for r in stats(server)["recent"] if r["id"] == request_id)
+    return openai_client(server)
 
 
 def wait_until(condition, timeout=120):
