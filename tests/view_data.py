@@ -15,7 +15,6 @@ from recursa.core.trace import record_model_call
 from recursa.eval.bench import parse_method_specs, run_bench
 from recursa.eval.report import write_summary
 from recursa.methods.base import Task, create
-from recursa.view.links import note_run
 
 RLM_QUESTION = "What is the special magic number for Accra?"
 RLM_CONTEXT = ("filler text. " * 200) + "The special magic number for Accra is 5138149. " + ("more filler. " * 200)
@@ -39,7 +38,6 @@ def rlm_run(root: Path) -> str:
                                 script_when=RLM_ROOT)
     answer = create("rlm", model, max_iterations=4, max_depth=1).run(RLM_QUESTION, context=RLM_CONTEXT,
                                                                      runs_dir=root)
-    note_run(answer, RLM_QUESTION, model.name)
     return key_of(root, answer.trace_path)
 
 
@@ -47,7 +45,6 @@ def text_mas_run(root: Path) -> str:
     model = TracedScriptedModel(respond=lambda text: "plan: add them. so \\boxed{7}")
     question = "What is 3 + 4?"
     answer = create("text-mas", model).run(question, runs_dir=root)
-    note_run(answer, question, model.name)
     return key_of(root, answer.trace_path)
 
 

@@ -171,7 +171,7 @@ def run(
         fail(str(exc))
         return
     _print_answer(answer, method, chat_model.name, json_out)
-    if link := note_run(answer, question, chat_model.name):   # keeps the answer beside the trace for the viewer
+    if link := note_run(answer):
         console.print(f"view: {link}")
 
 

@@ -81,7 +81,6 @@ def run_demo(model: Any, tasks: list[Task], max_tokens: int = 256, on_row=None, 
 @dataclass
 class LongContextRow:
     context_chars: int
-    window_tokens: int | None
     question: str
     gold: str
     answer: str
@@ -107,7 +106,7 @@ def run_long_context_demo(model: Any, context_chars: int = 400_000, max_iteratio
     calls = [json.loads(line) for line in tracer.path.read_text(encoding="utf-8").splitlines()]
     largest = max((int(e.get("prompt_tokens", 0)) // max(int(e.get("batch_size", 1)), 1) for e in calls
                    if e.get("kind") == "model_call"), default=0)
-    return LongContextRow(len(task.context), getattr(model, "context_window", None), task.question, task.answer,
+    return LongContextRow(len(task.context), task.question, task.answer,
                           score.extracted or answer.text.strip()[:40], score.correct,
                           int(answer.meta.get("iterations", 0)), int(answer.meta.get("code_blocks", 0)),
                           int(answer.meta.get("sub_calls", 0)), largest, seconds)

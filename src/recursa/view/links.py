@@ -1,8 +1,8 @@
 """How `recursa run` finds a running viewer: the viewer leaves a small file in the runs folder it serves.
 
 `recursa view RUNS_DIR` writes `RUNS_DIR/.recursa-view.json` (its process id, host and port) and removes it when it
-stops. After a run, `note_run` saves the answer next to the trace and, if a live viewer serves a folder that holds
-the trace, returns the link to the run's page.
+stops. After a run, `note_run` returns the link to the run's page if a live viewer serves a folder that holds its
+trace (`MethodBase.run` keeps the answer record beside the trace).
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-
-from recursa.core.trace import answer_path, save_answer
 
 VIEWER_FILE = ".recursa-view.json"
 
@@ -68,15 +66,8 @@ def run_link(trace: Path) -> str | None:
     return None
 
 
-def note_run(answer: Any, question: str, model_name: str) -> str | None:
-    """After `recursa run`: keep the answer beside its trace (the viewer shows the question, the agents' prompts
-    and replies from it) and return the viewer's link to the run, if a viewer is running."""
-    if not getattr(answer, "trace_path", None):
-        return None
-    trace = Path(answer.trace_path)
-    if not answer_path(trace).is_file():     # a method whose run() did not keep its record
-        try:
-            save_answer(trace, answer.to_dict(), question, model_name)
-        except OSError:
-            return None
-    return run_link(trace)
+def note_run(answer: Any) -> str | None:
+    """After `recursa run`: the viewer's link to the run (whose answer record `MethodBase.run` kept beside its
+    trace), if a viewer is running."""
+    trace_path = getattr(answer, "trace_path", None)
+    return run_link(Path(trace_path)) if trace_path else None
