@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,6 +118,17 @@ def check_batch_equality(model: HFModel, tokens: int) -> tuple[bool, str]:
     return ok, f"{exact}/4 rows identical, the rest part at a tie" if ok and exact < 4 else f"{exact}/4 identical"
 
 
+def check_int8(model: HFModel, tokens: int) -> tuple[str, str, str]:
+    """Switch to the int8 weight path (one way: last check) and time batch-1 decode; report what fails."""
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            model.use_int8(Path(folder) / "int8.pt")
+        seconds, done = timed_decode(model, 1, tokens)
+    except Exception as error:          # the check reports what this device lacks instead of stopping the table
+        return "NO", "", f"{type(error).__name__}: {str(error)[:70]}"
+    return "yes", f"{seconds:.2f}", f"{done[0].completion_tokens / seconds:.1f} tok/s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
@@ -124,6 +136,7 @@ def main() -> None:
     parser.add_argument("--random", action="store_true", help="random weights even where the prepared ones exist")
     parser.add_argument("--tokens", type=int, default=64, help="decoded tokens per row")
     parser.add_argument("--latent-steps", type=int, default=16)
+    parser.add_argument("--int8", action="store_true", help="last, switch to int8 weights and time decode again")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model, weights = build(args.model, args.device, args.random)
@@ -142,6 +155,8 @@ def main() -> None:
     table.add_row("batch vs alone greedy", "yes" if ok else "NO", "", figure)
     table.add_row("model on device", "yes" if on_device(model, *model.module.parameters()) else "NO", "",
                   str(model.device))
+    if args.int8:
+        table.add_row("int8 weights, decode batch 1", *check_int8(model, args.tokens))
     Console(width=100).print(table)
 
 
