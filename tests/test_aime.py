@@ -222,4 +222,33 @@ def test_done_without_evidence_is_refused_once(tmp_path):
                            plan(action="finish", answer="0")])
     answer = aime(model, tmp_path).run("count files")
     assert "No tool call has succeeded" in model.root_prompts[2][-1]["content"]
-    assert ProgressBoard(answer.meta["board"]).task("1").result == "0 files"
+    assert ProgressBoard(answer.meta["board"]).task("1").result.startswith("0 files")
+
+
+def test_finishing_with_a_task_still_pending_dispatches_it_first(tmp_path):
+    model = ScriptedModel([plan(("1", "Write a.txt"), ("2", "Write b.txt")),
+                           call("write_file", path="a.txt", content="a"), finish(summary="a written"),
+                           plan(action="finish", answer="a"),                  # task 2 is still pending
+                           call("write_file", path="b.txt", content="b"), finish(summary="b written"),
+                           plan(action="finish", answer="both")])
+    answer = aime(model, tmp_path).run("write a.txt and b.txt")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status) for t in board.tasks()] == [("1", "done"), ("2", "done")]
+    assert answer.text == "both" and answer.meta["planner_corrections"] == 1
+    assert (tmp_path / "ws" / "b.txt").read_text() == "b"
+
+
+def test_a_done_report_carries_the_last_result_its_summary_left_out(tmp_path):
+    model = ScriptedModel([plan(("1", "Total the crates")),
+                           call("write_file", path="sums.txt", content="total 568, largest 83"),
+                           call("read_file", path="sums.txt"),
+                           finish(summary="The total and the largest value have been computed."),
+                           plan(action="finish")])                            # no answer: the board's result
+    answer = aime(model, tmp_path).run("total the crates")
+    result = ProgressBoard(answer.meta["board"]).task("1").result
+    assert result.startswith("The total and the largest value") and "total 568, largest 83" in result
+    assert "568" in answer.text
+    # a summary that already quotes its result, or a write confirmation, gets nothing appended
+    model = ScriptedModel([call("write_file", path="x.txt", content="1"), call("read_file", path="x.txt"),
+                           finish(summary="x.txt holds 1")])
+    assert aime(model, tmp_path / "solo", planner="none").run("write x").text == "x.txt holds 1"

@@ -61,6 +61,15 @@ def _run_tool(spec: ActorSpec, name: str, args: dict) -> tuple[str, bool]:
     return text, ok
 
 
+def with_evidence(summary: str, observation: str, chars: int = 200) -> str:
+    """A "done" summary with the last result the actor saw appended, unless the summary already quotes it: small
+    models report "the values have been computed" without the values, and the planner reads only the report."""
+    evidence = " ".join(observation.split())[:chars]
+    if not evidence or evidence in " ".join(summary.split()):
+        return summary
+    return f"{summary} [last result: {evidence}]"
+
+
 def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: Budget, sampling: Sampling,
               limits: ActorLimits) -> ActorResult:
     result = ActorResult(Report(spec.task.id, "failed", ""))
@@ -68,6 +77,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     calls: dict[str, int] = {}
     seen: set[str] = set()
     useful: list[str] = []
+    last_result = ""                 # the last successful observation that was not a write confirmation
     stall, guard, step, refused = 0, "step_cap", 0, False
     for step in range(1, limits.max_steps + 1):
         budget.check()
@@ -87,7 +97,10 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                                "get it first, then finish.")
             elif name == "finish":
                 pointers = [p for p in dict.fromkeys([*call["pointers"], *spec.env.written]) if p]
-                result.report = Report(spec.task.id, call["status"], call["summary"], pointers, step)
+                summary = call["summary"]
+                if call["status"] == "done":
+                    summary = with_evidence(summary, last_result)
+                result.report = Report(spec.task.id, call["status"], summary, pointers, step)
                 return result
             else:
                 key = name + json.dumps(call, sort_keys=True)
@@ -107,6 +120,8 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     seen.add(observation)
                     if ok:
                         useful.append(f"{name}: {observation[:300]}")
+                        if not spec.tools[name].writes:
+                            last_result = observation
         stall = 0 if progress else stall + 1
         messages += [{"role": "assistant", "content": reply.text},
                      {"role": "user", "content": "Observation: " + observation[:limits.observation_chars]}]

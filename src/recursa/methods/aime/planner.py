@@ -104,8 +104,9 @@ class Planner:
         if decision.action == "finish":
             answer = decision.answer.strip() or _last_result(board)
             pending = board.next_pending()
-            if pending is not None and added:   # finishing while adding work contradicts itself: do the work
-                return Step("dispatch", pending, added=added, reply=reply, corrected="finish with new tasks")
+            if pending is not None:   # the board still lists work the planner itself asked for: do it first
+                why = "finish with new tasks" if added else f"finish with task {pending.id} pending"
+                return Step("dispatch", pending, added=added, reply=reply, corrected=why)
             return Step("finish", answer=answer, added=added, reply=reply)
         if decision.action == "give_up":
             return Step("give_up", answer=decision.answer.strip() or "the planner gave up", added=added, reply=reply)
