@@ -1,6 +1,7 @@
 """Aime's offline goal suite: multi-step goals with checkable outcomes, generated from seeds, and its runner.
 
     python bench/aime_goals.py run --model qwen2.5-coder-1.5b --systems aime,solo --limit 10 --out runs/aime-bench
+    python bench/aime_goals.py run --base-url http://127.0.0.1:8013/v1 --parallel 8 ...   # against recursa serve
     python bench/aime_goals.py make --out runs/aime-goals          # only write the goals (for the peer script)
     python bench/aime_goals.py report runs/aime-bench [runs/aime-peer ...] > bench/results/aime.md
 
@@ -22,7 +23,9 @@ import re
 import shutil
 import sqlite3
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 KINDS = ("csv-stats", "sqlite", "wiki", "long-doc", "flaky")
@@ -185,24 +188,39 @@ def run_one(model, system: str, goal: dict, out: Path) -> dict:
             "stopped": stopped, "crash": error, "answer": text[:300], "board": meta.get("board_markdown", "")}
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def load_model(args: argparse.Namespace):
+    """The embedded model in this process, or (--base-url) a server such as `recursa serve`, where several goals
+    run at once (--parallel) and the server batches their requests."""
+    if args.base_url:
+        from recursa.models.openai_compat import OpenAIChatModel
+
+        return OpenAIChatModel(model=args.model, base_url=args.base_url, max_concurrency=max(8, args.parallel))
     from recursa.models import registry
 
+    return registry.load(args.model)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     goals = make_goals(out, args.n, args.seed)[args.start:args.start + args.limit]
     results = out / "results.jsonl"
     done = {(r["system"], r["id"]) for r in map(json.loads, results.read_text().splitlines())} \
         if results.exists() else set()
-    model = registry.load(args.model)
-    for goal in goals:             # goal-major: an interrupted run still compares the systems on the same goals
-        for system in args.systems.split(","):
-            if (system, goal["id"]) in done:
-                continue
-            record = {"model": args.model, **run_one(model, system, goal, out)}
-            with results.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
+    model = load_model(args)
+    # goal-major: an interrupted run still compares the systems on (nearly) the same goals
+    todo = [(goal, system) for goal in goals for system in args.systems.split(",") if (system, goal["id"]) not in done]
+    lock = threading.Lock()
+
+    def run_and_keep(goal: dict, system: str) -> None:
+        record = {"model": args.model, "backend": args.base_url or "local", **run_one(model, system, goal, out)}
+        with lock, results.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
             print(json.dumps({k: record[k] for k in ("id", "kind", "system", "success", "seconds", "tokens")}),
                   flush=True)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for future in [pool.submit(run_and_keep, goal, system) for goal, system in todo]:
+            future.result()
 
 
 def cmd_make(args: argparse.Namespace) -> None:
@@ -249,6 +267,8 @@ def main() -> None:
     run.add_argument("--systems", default="aime,solo")
     run.add_argument("--start", type=int, default=0)
     run.add_argument("--limit", type=int, default=35)
+    run.add_argument("--base-url", help="an OpenAI-compatible server (e.g. recursa serve) instead of this process")
+    run.add_argument("--parallel", type=int, default=1, help="goals run at once (useful with --base-url)")
     make = sub.add_parser("make")
     for p in (run, make):
         p.add_argument("--out", required=True)

@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from recursa.methods.aime.board import ProgressBoard
 from recursa.methods.aime.factory import step_adapter
-from recursa.methods.aime.structured import JsonSchemaConstraint, ask
+from recursa.methods.aime.structured import ask
 from recursa.methods.aime.toolkits import Tool
 from recursa.methods.aime.toolkits.python import PythonArgs
 from recursa.methods.base import create
 from recursa.models.base import Sampling
+from recursa.models.constraints import JsonSchemaConstraint
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,7 @@
 """`recursa serve` driven by the official openai client, on a real model (SmolLM2-135M: the server's behaviour does
 not depend on the model's size)."""
 
+import json
 import os
 import socket
 import subprocess
@@ -157,6 +158,54 @@ def test_a_failing_step_fails_its_requests_and_the_server_keeps_serving(client, 
         client.chat.completions.create(model=MODEL, messages=user(PROMPTS[1]), max_tokens=8, temperature=0,
                                        extra_body={"ignore_eos": True})
     assert stats(server)["decoding_rows"] == 0
+
+    real_logits = smollm2.logits            # a failure while choosing a request's first token (it joins the batch)
+
+    def failing_first_token(hidden):
+        raise RuntimeError("simulated failure at the first token")
+
+    monkeypatch.setattr(smollm2, "logits", failing_first_token)
+    with pytest.raises(openai.InternalServerError, match="first token"):
+        client.with_options(timeout=60).chat.completions.create(model=MODEL, messages=user(PROMPTS[3]),
+                                                                max_tokens=4, temperature=0)
+    monkeypatch.setattr(smollm2, "logits", real_logits)
     after = client.chat.completions.create(model=MODEL, messages=user(PROMPTS[1]), max_tokens=4, temperature=0,
                                            extra_body={"ignore_eos": True})
     assert after.usage.completion_tokens == 4
+
+
+def test_response_format_json_schema_constrains_the_reply(client, smollm2):
+    schema = {"type": "object", "additionalProperties": False, "required": ["city", "rivers"],
+              "properties": {"city": {"type": "string", "maxLength": 12}, "rivers": {"type": "integer"}}}
+    question = user("Tell me about a city you like.")        # asks for prose: the grammar alone makes it JSON
+    plain = client.chat.completions.create(model=MODEL, messages=question, max_tokens=40, temperature=0)
+    with pytest.raises(ValueError):
+        json.loads(plain.choices[0].message.content)
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": schema, "strict": True}}
+    for stream in (False, True):
+        if stream:
+            chunks = client.chat.completions.create(model=MODEL, messages=question, max_tokens=60, temperature=0,
+                                                    response_format=fmt, stream=True)
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            reply = client.chat.completions.create(model=MODEL, messages=question, max_tokens=60, temperature=0,
+                                                   response_format=fmt, n=2)
+            assert reply.choices[0].message.content == reply.choices[1].message.content
+            text = reply.choices[0].message.content
+        value = json.loads(text)
+        assert set(value) == {"city", "rivers"} and isinstance(value["rivers"], int) and len(value["city"]) <= 12
+    any_object = client.chat.completions.create(model=MODEL, messages=question, max_tokens=60, temperature=0,
+                                                response_format={"type": "json_object"})
+    assert isinstance(json.loads(any_object.choices[0].message.content), dict)
+
+    for bad in ({"type": "json_schema"}, {"type": "json_schema", "json_schema": {"schema": {"type": "nonsense"}}},
+                {"type": "yaml"}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.chat.completions.create(model=MODEL, messages=question, max_tokens=4, response_format=bad)
+        assert refused.value.body["param"] == "response_format" or "response_format" in refused.value.message
+
+
+def test_the_openai_backend_without_a_model_name_takes_the_one_the_server_serves(server):
+    from recursa.cli import load_chat_model
+
+    assert load_chat_model(None, "openai", server.url).name == MODEL

@@ -71,7 +71,7 @@ def create_app(model, max_batch: int = 16, continuous: bool = True) -> FastAPI:
                                 f"{', '.join(sorted(names))}", "model", "model_not_found")
         job = Job(id=f"chatcmpl-{uuid.uuid4().hex[:24]}", messages=body.conversation(), n=body.n,
                   sampling=request_sampling(body, max_batch), max_tokens_given=body.requested_max_tokens() is not None,
-                  channel=Channel(), stream=body.stream)
+                  channel=Channel(), stream=body.stream, response_format=body.response_format)
         engine.submit(job)
         head = ChunkHead(job.id, model.name)
         try:

@@ -30,7 +30,7 @@ import torch
 from recursa.models.sampling import choose_tokens, sampling_generator
 from recursa.models.state import SequenceState
 from recursa.serve.jobs import Accepted, Delta, Done, Finished, Job
-from recursa.serve.schema import DEFAULT_MAX_TOKENS, ApiError
+from recursa.serve.schema import DEFAULT_MAX_TOKENS, ApiError, response_constraint
 
 
 @dataclass
@@ -135,6 +135,9 @@ class ContinuousBatcher:
         try:
             job.prompt_ids = self.model.chat_ids(job.messages)
             job.sampling = self._fit_max_tokens(job)
+            constraint = response_constraint(job.response_format, self.model.tokenizer)
+            if constraint is not None:
+                job.sampling = dataclasses.replace(job.sampling, constraint=constraint)
         except ApiError as exc:
             job.fail(exc)
             return
@@ -170,8 +173,8 @@ class ContinuousBatcher:
         except StopIteration as done:
             hidden = done.value
         self.stats.prefill_forwards += 1
-        self._cohort = None
         self._join(cohort, hidden)
+        self._cohort = None          # only now: if the join fails, the cohort's requests are still in flight
 
     def _start_cohort(self) -> Cohort | None:
         if not self.continuous and self._running is not None:
@@ -240,7 +243,7 @@ class ContinuousBatcher:
 
     def _choose(self, hidden: torch.Tensor, owners: list[tuple[Job, int]]) -> list[int]:
         """Each row's next token under its own request's sampling (greedy rows by one argmax)."""
-        logits = self.model.logits(hidden)
+        logits = self._constrain(self.model.logits(hidden), owners)
         chosen = logits.argmax(dim=-1)
         by_job: dict[int, list[int]] = {}
         for row, (job, _) in enumerate(owners):
@@ -251,6 +254,21 @@ class ContinuousBatcher:
             index = torch.tensor(rows, device=logits.device)
             chosen[index] = choose_tokens(logits.index_select(0, index), job.sampling, job.generator)
         return chosen.tolist()
+
+    @staticmethod
+    def _constrain(logits: torch.Tensor, owners: list[tuple[Job, int]]) -> torch.Tensor:
+        """Rows whose request has a `response_format` get their grammar's mask (each by its own tokens so far)."""
+        by_job: dict[int, list[int]] = {}
+        for row, (job, _) in enumerate(owners):
+            if job.sampling.constraint is not None:
+                by_job.setdefault(id(job), []).append(row)
+        for rows in by_job.values():
+            job = owners[rows[0]][0]
+            index = torch.tensor(rows, device=logits.device)
+            generated = [job.rows[owners[row][1]].tokens for row in rows]
+            with torch.inference_mode():       # the logits are an inference tensor: update them in that mode
+                logits[index] = job.sampling.constraint.mask(generated, logits.index_select(0, index))
+        return logits
 
     def _take(self, owners: list[tuple[Job, int]], tokens: list[int], state: SequenceState) -> list[int]:
         """Hand each row its token; return the rows (indices into `owners`) that go on."""

@@ -76,6 +76,7 @@ class Job:
     max_tokens_given: bool
     channel: Channel
     stream: bool = False
+    response_format: Any = None      # the request's ResponseFormat; its token mask is built on the engine's thread
     cancelled: bool = False          # set by the request's side when its client went away
     prompt_ids: list[int] = field(default_factory=list)
     cached_tokens: int = 0

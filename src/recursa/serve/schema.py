@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from recursa.core.errors import ConfigError
 from recursa.models.base import Sampling
+from recursa.models.constraints import JsonSchemaConstraint
 
 DEFAULT_MAX_TOKENS = 1024  # when a request sets neither max_tokens nor max_completion_tokens
 MAX_STOP_STRINGS = 16
@@ -56,6 +57,21 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    name: str = "response"
+    json_schema: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """OpenAI's `response_format`: text, any JSON object, or JSON of a given schema (decoded under its grammar)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # unknown OpenAI fields are accepted and ignored
     model: str
@@ -72,6 +88,7 @@ class ChatRequest(BaseModel):
     logprobs: bool | None = None
     tools: list[Any] | None = None
     ignore_eos: bool = False  # vLLM's extension: decode exactly max_tokens tokens (benchmarks)
+    response_format: ResponseFormat | None = None
 
     def conversation(self) -> list[dict[str, str]]:
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
@@ -81,6 +98,27 @@ class ChatRequest(BaseModel):
 
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+
+
+def response_constraint(response_format: ResponseFormat | None, tokenizer: Any) -> JsonSchemaConstraint | None:
+    """The token mask that makes the reply JSON (of the request's schema), or None for plain text. Runs on the
+    engine's thread: the first call for a tokenizer scans its vocabulary."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        schema: dict[str, Any] = {"type": "object"}
+    elif response_format.json_schema is None or response_format.json_schema.json_schema is None:
+        raise ApiError(400, "response_format of type json_schema needs json_schema.schema", "response_format",
+                       "invalid_value")
+    else:
+        schema = response_format.json_schema.json_schema
+    try:
+        return JsonSchemaConstraint(tokenizer, schema)
+    except ImportError:
+        raise ApiError(400, "response_format needs llguidance, which is not installed", "response_format",
+                       "unsupported_parameter") from None
+    except (ValueError, TypeError) as exc:
+        raise ApiError(400, f"response_format: {exc}", "response_format", "invalid_value") from exc
 
 
 def request_sampling(body: ChatRequest, max_batch: int) -> Sampling:
