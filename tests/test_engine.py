@@ -149,6 +149,19 @@ def test_a_taken_port_is_one_line_and_nothing_starts(tmp_path, folder):
     assert engines.records() == [] and not (Path(os.environ["RECURSA_HOME"]) / "engines").exists()
 
 
+def test_a_port_whose_server_just_stopped_is_free_again():
+    with socket.socket() as server:            # a server that answered a client and then stopped
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)    # as uvicorn (vLLM's server) does
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()                   # the server closes first: its side waits in TIME_WAIT
+            client.recv(1)
+    vllm.check_port("127.0.0.1", port)         # a restart right after `engine stop` may use it
+
+
 def test_too_little_memory_is_one_line(monkeypatch, folder):
     monkeypatch.setattr(vllm, "available_memory", lambda: 2 * vllm.GIB)
     result = CliRunner().invoke(app, ["engine", "start", "vllm", "--model", folder, "--port",

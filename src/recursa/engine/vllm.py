@@ -70,6 +70,8 @@ def server_env(build: EngineBuild, options: VllmOptions) -> dict[str, str]:
 # ---- checks before anything is spawned ---------------------------------------------------------------------
 def check_port(host: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # as the server will: connections of a server just stopped (TIME_WAIT) do not make the port taken
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
