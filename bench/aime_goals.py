@@ -194,7 +194,9 @@ def load_model(args: argparse.Namespace):
     if args.base_url:
         from recursa.models.openai_compat import OpenAIChatModel
 
-        return OpenAIChatModel(model=args.model, base_url=args.base_url, max_concurrency=max(8, args.parallel))
+        # one CPU serving many goals answers slowly: a request may wait its turn for minutes, not a failure
+        return OpenAIChatModel(model=args.model, base_url=args.base_url, max_concurrency=max(8, args.parallel),
+                               timeout=3600)
     from recursa.models import registry
 
     return registry.load(args.model)

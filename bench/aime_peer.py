@@ -22,7 +22,9 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -109,6 +111,7 @@ def main() -> None:
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--limit", type=int, default=35)
     parser.add_argument("--planning-interval", type=int, default=3)
+    parser.add_argument("--parallel", type=int, default=1, help="goals run at once (the server batches them)")
     args = parser.parse_args()
     from smolagents import CodeAgent, OpenAIServerModel
 
@@ -117,15 +120,16 @@ def main() -> None:
     results = out / "results.jsonl"
     done = {json.loads(line)["id"] for line in results.read_text().splitlines()} if results.exists() else set()
     goals = json.loads((Path(args.goals) / "goals.json").read_text())[args.start:args.start + args.limit]
-    for goal in goals:
-        if goal["id"] in done:
-            continue
+    lock = threading.Lock()
+
+    def run_goal(goal: dict) -> None:
         ws = out / "work" / goal["id"]
         if ws.exists():
             shutil.rmtree(ws)
         shutil.copytree(goal["workspace"], ws)
         knowledge = Path(goal["knowledge_dir"]) if goal.get("knowledge") else None
-        model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed")
+        model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed",
+                                  client_kwargs={"timeout": 3600})   # the same patience as Aime's client
         agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval)
         started, crash, answer = time.perf_counter(), None, ""
         try:
@@ -144,11 +148,14 @@ def main() -> None:
                                      or type(s).__name__ == "PlanningStep"),
                   "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
                   "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
-                  "invalid_replies": errors, "crash": crash, "answer": answer[:300]}
-        with results.open("a") as handle:
+                  "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel}
+        with lock, results.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
-        print(json.dumps({k: record[k] for k in ("id", "kind", "success", "seconds", "tokens")}), flush=True)
+            print(json.dumps({k: record[k] for k in ("id", "kind", "success", "seconds", "tokens")}), flush=True)
 
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        for future in [pool.submit(run_goal, goal) for goal in goals if goal["id"] not in done]:
+            future.result()
 
 if __name__ == "__main__":
     main()

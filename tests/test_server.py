@@ -143,6 +143,21 @@ def test_a_conversation_growing_over_requests_reuses_its_cached_prefix(client, s
     assert diverges_only_at_a_tie(smollm2, smollm2.chat_ids(follow), fresh.token_ids, reused)
 
 
+def test_interleaved_conversations_each_reuse_their_own_prefix(client):
+    def opening(topic):
+        return [{"role": "system", "content": f"You answer questions about {topic}. " + "Be brief and exact. " * 60},
+                {"role": "user", "content": f"Name one fact about {topic}."}]
+
+    turns = {topic: opening(topic) for topic in ("rivers", "glaciers", "deserts")}
+    for messages in turns.values():       # every conversation's first turn, one after the other
+        reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5, temperature=0)
+        messages += [{"role": "assistant", "content": reply.choices[0].message.content},
+                     {"role": "user", "content": "And another?"}]
+    for messages in turns.values():       # their second turns: each finds its own conversation, not the last one
+        again = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5, temperature=0)
+        assert 256 <= again.usage.prompt_tokens_details.cached_tokens < again.usage.prompt_tokens
+
+
 def test_a_failing_step_fails_its_requests_and_the_server_keeps_serving(client, server, smollm2, monkeypatch):
     real_step = smollm2.step_ids
     calls = []

@@ -37,6 +37,7 @@ def create_app(model, max_batch: int = 16, continuous: bool = True) -> FastAPI:
     """An OpenAI-compatible app over `model` (an `HFModel`); the engine runs while the app is up. `continuous`
     False gives static batching (a request waits for the running batch to finish; for comparisons)."""
     engine = ContinuousBatcher(model, max_batch, continuous=continuous)
+    model.prefix_cache.capacity = max(model.prefix_cache.capacity, max_batch)   # one entry per conversation
     names = served_names(model)
 
     @asynccontextmanager

@@ -181,10 +181,17 @@ class ContinuousBatcher:
             return None
         room = self.max_batch - self._running_rows()
         jobs: list[Job] = []
+        cache = self.model.prefix_cache
         while self._waiting and self._waiting[0].n <= room:   # first come, first served: none overtakes a big one
+            # a request that continues a cached conversation prefills alone (only its new tokens), then joins
+            reuses = self._waiting[0].n == 1 and cache.lookup(self._waiting[0].prompt_ids) > 0
+            if reuses and jobs:
+                break
             job = self._waiting.popleft()
             jobs.append(job)
             room -= job.n
+            if reuses:
+                break
         if not jobs:
             return None
         if len(jobs) == 1:   # a conversation growing request by request reuses its previous prompt's cache
