@@ -85,6 +85,15 @@ def test_cli_refuses_typos_before_loading_a_model():
     assert result.exit_code == 2 and "single: unknown option 'latent_steps'" in result.output
 
 
+def test_the_cli_and_its_help_load_neither_torch_nor_transformers():
+    code = ("import sys; from typer.testing import CliRunner; from recursa.cli import app; "
+            "result = CliRunner().invoke(app, ['run', '--help']); "
+            "print(result.exit_code, 'latent-mas: Latent steps' in ' '.join(result.output.split()), "
+            "'torch' in sys.modules, 'transformers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["0", "True", "False", "False"], done.stdout + done.stderr
+
+
 def test_bench_refuses_typos_in_specs_and_shared_options():
     runner = CliRunner()
     result = runner.invoke(app, ["bench", "--methods", "single,latent-mas[latent_step=8]", "--limit", "1"])

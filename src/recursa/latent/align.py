@@ -44,9 +44,8 @@ import torch
 
 from recursa.core.config import settings
 from recursa.core.errors import ConfigError
+from recursa.latent.modes import DEFAULT_RIDGE, REALIGN_MODES
 
-REALIGN_MODES = ("none", "norm", "ridge", "ridge+norm", "soft")
-DEFAULT_RIDGE = 1e-5
 SOFT_TOP_K = 16
 SOFT_TEMPERATURE = 1.0
 _CACHE_FORMAT = 1

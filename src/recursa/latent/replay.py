@@ -17,9 +17,8 @@ from __future__ import annotations
 import torch
 
 from recursa.core.errors import ConfigError
+from recursa.latent.modes import REPLAYABLE_TRANSFERS
 from recursa.models.base import LatentModel
-
-REPLAYABLE_TRANSFERS = ("full", "none")
 
 
 class InputTape:

@@ -32,10 +32,9 @@ import torch
 
 from recursa.core.errors import ConfigError
 from recursa.latent.align import Aligner
+from recursa.latent.modes import TRANSFER_MODES
 from recursa.models.base import LatentModel
 from recursa.models.state import SequenceState
-
-TRANSFER_MODES = ("full", "latent-only", "own-only", "none")
 
 
 @dataclass

@@ -175,8 +175,14 @@ def declared(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def option_doc(name: str, option: str) -> str:
-    """The docstring of one declared option (for --help texts)."""
-    field = config_class(name).model_fields[option]
+    """The docstring of one declared option (for --help texts). Imports only that method's module where it is a
+    built-in one, so `--help` does not load every method (and torch)."""
+    module = name.replace("-", "_")
+    if name not in _METHODS and module in BUILTIN_METHODS:
+        import importlib
+
+        importlib.import_module(f"recursa.methods.{module}")
+    field = (_METHODS[name].Config if name in _METHODS else config_class(name)).model_fields[option]
     return field.description or ""
 
 

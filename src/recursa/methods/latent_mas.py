@@ -19,22 +19,24 @@ same cache and decodes what the local model would (at its own speed, batched wit
 from __future__ import annotations
 
 import time
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
 from recursa.core.budget import Budget
 from recursa.core.errors import ConfigError
 from recursa.core.trace import record_latent, span
-from recursa.latent.align import DEFAULT_RIDGE, REALIGN_MODES, Aligner
-from recursa.latent.replay import REPLAYABLE_TRANSFERS, InputTape
-from recursa.latent.rollout import TRANSFER_MODES, hand_over, latent_rollout
+from recursa.latent.modes import DEFAULT_RIDGE, REALIGN_MODES, REPLAYABLE_TRANSFERS, TRANSFER_MODES
 from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.prompts import Team, answer_format_of, load_team
 from recursa.methods.single import SamplingOptions
 from recursa.methods.text_mas import Pattern
 from recursa.models.base import Completion, LatentModel, missing_latent_methods
-from recursa.models.state import SequenceState
+
+if TYPE_CHECKING:       # torch loads when a team runs, not when the CLI reads the config's options
+    from recursa.latent.align import Aligner
+    from recursa.latent.replay import InputTape
+    from recursa.models.state import SequenceState
 
 # How agents' prompts sit in the shared memory. "conversation": one transcript, each later agent's prompt is a new
 # user turn after the previous agent's (latent) assistant turn, closed by the template's end-of-turn. "stacked":
@@ -135,6 +137,8 @@ class LatentMAS(MethodBase):
     @property
     def aligner(self) -> Aligner:
         if self._aligner is None:  # built on first use: the ridge solve costs seconds the first time per model
+            from recursa.latent.align import Aligner
+
             self._aligner = Aligner.for_model(self.model, self.realign, self.ridge)
         return self._aligner
 
@@ -164,6 +168,8 @@ class LatentMAS(MethodBase):
     def solve_batch(self, tasks: list[Task]) -> list[Answer]:
         if not tasks:
             return []
+        from recursa.latent.replay import InputTape
+
         started = time.perf_counter()
         tape = InputTape(self.model, len(tasks)) if self.config.decoder == "vllm" else None
         state, agents = self.build_memory(tasks, tape)
@@ -187,6 +193,8 @@ class LatentMAS(MethodBase):
     def _think(self, role: Any, tasks: list[Task], state: SequenceState, agents: list[list[AgentOutput]],
                tape: InputTape | None = None) -> SequenceState:
         """One non-final agent: prefill its prompt on `state`, take m latent steps, record it; the state handed on."""
+        from recursa.latent.rollout import hand_over, latent_rollout
+
         model, steps, batch = self.model, self.latent_steps, len(tasks)
         # Tell an agent about the latent memory only when it reads context and there is memory to read.
         context = self.team.latent_note if role.receives_context and state.length > 0 else ""
