@@ -12,23 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 from recursa.eval.tasks import load_tasks
 from recursa.methods.latent_mas import LatentMAS
 from recursa.models import registry
+from recursa.models.invariance import top_two_gap
 
 
 def records(folder: Path) -> dict[str, dict]:
     return {r["id"]: r for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines())}
-
-
-def gap_in_bf16_steps(model, state, prompt: list[int], prefix: list[int]) -> float:
-    hidden = model.prefill(state, [prompt + prefix])
-    best, second = model.logits(hidden)[0].float().topk(2).values.tolist()
-    step = 2.0 ** (math.floor(math.log2(abs(best))) - 7) if best else 2.0 ** -133
-    return (best - second) / step
 
 
 def main() -> None:
@@ -53,7 +46,7 @@ def main() -> None:
         at = next((i for i, (a, b) in enumerate(zip(ids, other, strict=False)) if a != b), min(len(ids), len(other)))
         state, _ = method.build_memory([tasks[task_id]])
         prompt = method.final_prompt_ids([tasks[task_id]], state)[0]
-        gap = gap_in_bf16_steps(model, state, prompt, ids[:at])
+        gap = top_two_gap(model, prompt, ids[:at], state)
         gaps.append(gap)
         print(json.dumps({"id": task_id, "parts_at_token": at, "of": len(ids), "gap_bf16_steps": round(gap, 2),
                           "same_extracted": mine["extracted"] == theirs["extracted"]}), flush=True)

@@ -41,29 +41,27 @@ def load_chat_model(model: str | None, backend: str = "local", base_url: str | l
 
         if not base_url and not os.environ.get("OPENAI_BASE_URL") and not os.environ.get("OPENAI_API_KEY"):
             fail("--backend openai needs --base-url URL (or OPENAI_BASE_URL / OPENAI_API_KEY)")
-        model = model or _served_model(base_url, api_key)
-        return OpenAIChatModel(model=model, base_url=base_url, api_key=api_key, max_concurrency=concurrency)
+        chat = OpenAIChatModel(model=model or "default", base_url=base_url, api_key=api_key,
+                               max_concurrency=concurrency)
+        if model is None:
+            chat.name = _served_model(chat)
+        return chat
     fail(f"unknown backend '{backend}'; use 'local' or 'openai'")
     return None
 
 
-def _served_model(base_url: str | list[str] | None, api_key: str | None) -> str:
+def _served_model(chat) -> str:
     """No --model with --backend openai: the model the server serves, when it serves exactly one."""
-    import openai
+    from recursa.core.errors import BackendError
 
-    from recursa.models.replicas import split_base_urls
-
-    url = split_base_urls(base_url or os.environ.get("OPENAI_BASE_URL"))[0]
     try:
-        client = openai.OpenAI(base_url=url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
-                               max_retries=0, timeout=10)
-        served = [m.id for m in client.models.list().data]
-    except openai.OpenAIError:
+        served = chat.served_models()
+    except BackendError:
         served = []                     # the server lists nothing: let the first request say what is wrong
     if len(served) == 1:
         return served[0]
     if served:
-        fail(f"{url} serves {len(served)} models; name one with --model: {', '.join(served[:10])}")
+        fail(f"{chat.base_url} serves {len(served)} models; name one with --model: {', '.join(served[:10])}")
     return "default"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -157,7 +158,13 @@ def method_names() -> list[str]:
 
 
 def method_class(name: str) -> type[MethodBase]:
-    _import_builtin_methods()
+    """The class registered as `name`. A built-in method's own module is imported first, and every module only
+    for a name it does not define, so reading one method's config (`--help`) does not load the others (or torch)."""
+    module = name.replace("-", "_")
+    if name not in _METHODS and module in BUILTIN_METHODS:
+        importlib.import_module(f"recursa.methods.{module}")
+    if name not in _METHODS:
+        _import_builtin_methods()
     if name not in _METHODS:
         raise ConfigError(f"unknown method '{name}'; available: {', '.join(sorted(_METHODS))}")
     return _METHODS[name]
@@ -175,15 +182,8 @@ def declared(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def option_doc(name: str, option: str) -> str:
-    """The docstring of one declared option (for --help texts). Imports only that method's module where it is a
-    built-in one, so `--help` does not load every method (and torch)."""
-    module = name.replace("-", "_")
-    if name not in _METHODS and module in BUILTIN_METHODS:
-        import importlib
-
-        importlib.import_module(f"recursa.methods.{module}")
-    field = (_METHODS[name].Config if name in _METHODS else config_class(name)).model_fields[option]
-    return field.description or ""
+    """The docstring of one declared option (for --help texts)."""
+    return config_class(name).model_fields[option].description or ""
 
 
 def create(name: str, model: Any, *, budget: Budget | None = None, **options: Any) -> MethodBase:
@@ -192,7 +192,5 @@ def create(name: str, model: Any, *, budget: Budget | None = None, **options: An
 
 
 def _import_builtin_methods() -> None:
-    import importlib
-
     for module in BUILTIN_METHODS:
         importlib.import_module(f"recursa.methods.{module}")

@@ -228,8 +228,15 @@ class OpenAIChatModel:
         return Completion(text=text, finish_reason="length" if choice.finish_reason == "length" else "stop",
                           prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
+    def served_models(self) -> list[str]:
+        """The model ids the server lists at `/v1/models` (raises BackendError when it cannot be reached)."""
+        return [entry.id for entry in self._run(self._list_models()).data]
+
+    async def _list_models(self):
+        return await self._with_retries(lambda client: client.models.list())
+
     async def _fetch_context_window(self) -> int | None:
-        page = await self._with_retries(lambda client: client.models.list())
+        page = await self._list_models()
         for entry in page.data:
             if entry.id == self.name:
                 extra = entry.model_extra or {}

@@ -195,7 +195,7 @@ class ContinuousBatcher:
         if not jobs:
             return None
         if len(jobs) == 1:   # a conversation growing request by request reuses its previous prompt's cache
-            state, cached = self.model.prefix_cache.take(jobs[0].prompt_ids)
+            state, cached = cache.take(jobs[0].prompt_ids)
             jobs[0].cached_tokens = cached
             state = state if state is not None else self.model.new_state(1)
         else:
@@ -249,33 +249,25 @@ class ContinuousBatcher:
         self._keep(self._take(running.owners, tokens, running.state), tokens)
 
     def _choose(self, hidden: torch.Tensor, owners: list[tuple[Job, int]]) -> list[int]:
-        """Each row's next token under its own request's sampling (greedy rows by one argmax)."""
-        logits = self._constrain(self.model.logits(hidden), owners)
-        chosen = logits.argmax(dim=-1)
+        """Each row's next token under its own request's sampling: a `response_format` first masks the row by its
+        grammar (each row by its own tokens so far); greedy rows then take one argmax, the others are sampled."""
+        logits = self.model.logits(hidden)
         by_job: dict[int, list[int]] = {}
         for row, (job, _) in enumerate(owners):
-            if not job.sampling.greedy:
-                by_job.setdefault(id(job), []).append(row)
-        for rows in by_job.values():
-            job = owners[rows[0]][0]
-            index = torch.tensor(rows, device=logits.device)
-            chosen[index] = choose_tokens(logits.index_select(0, index), job.sampling, job.generator)
-        return chosen.tolist()
-
-    @staticmethod
-    def _constrain(logits: torch.Tensor, owners: list[tuple[Job, int]]) -> torch.Tensor:
-        """Rows whose request has a `response_format` get their grammar's mask (each by its own tokens so far)."""
-        by_job: dict[int, list[int]] = {}
-        for row, (job, _) in enumerate(owners):
+            by_job.setdefault(id(job), []).append(row)
+        groups = [(owners[rows[0]][0], rows) for rows in by_job.values()]
+        for job, rows in groups:
             if job.sampling.constraint is not None:
-                by_job.setdefault(id(job), []).append(row)
-        for rows in by_job.values():
-            job = owners[rows[0]][0]
-            index = torch.tensor(rows, device=logits.device)
-            generated = [job.rows[owners[row][1]].tokens for row in rows]
-            with torch.inference_mode():       # the logits are an inference tensor: update them in that mode
-                logits[index] = job.sampling.constraint.mask(generated, logits.index_select(0, index))
-        return logits
+                index = torch.tensor(rows, device=logits.device)
+                generated = [job.rows[owners[row][1]].tokens for row in rows]
+                with torch.inference_mode():       # the logits are an inference tensor: update them in that mode
+                    logits[index] = job.sampling.constraint.mask(generated, logits.index_select(0, index))
+        chosen = logits.argmax(dim=-1)
+        for job, rows in groups:
+            if not job.sampling.greedy:
+                index = torch.tensor(rows, device=logits.device)
+                chosen[index] = choose_tokens(logits.index_select(0, index), job.sampling, job.generator)
+        return chosen.tolist()
 
     def _take(self, owners: list[tuple[Job, int]], tokens: list[int], state: SequenceState) -> list[int]:
         """Hand each row its token; return the rows (indices into `owners`) that go on."""
