@@ -215,6 +215,9 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     def run_and_keep(goal: dict, system: str) -> None:
         record = {"model": args.model, "backend": args.base_url or "local", **run_one(model, system, goal, out)}
+        if "cannot reach" in (record["crash"] or ""):   # the server went down: not the system's result; rerun
+            print(f"not kept (server unreachable): {system} {goal['id']}", flush=True)
+            return
         with lock, results.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
             print(json.dumps({k: record[k] for k in ("id", "kind", "system", "success", "seconds", "tokens")}),

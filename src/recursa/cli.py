@@ -251,6 +251,9 @@ def serve(
 ) -> None:
     """Serve a local model over the OpenAI chat-completions API: streaming, and continuous batching (a request joins
     the running batch at the next decode step; one whose client disconnects stops)."""
+    from recursa.core.allocator import limit_kernel_cache
+
+    limit_kernel_cache()
     from recursa.server import serve as run_server
 
     if max_batch < 1:

@@ -27,10 +27,13 @@ from typing import Any
 
 import torch
 
+from recursa.core import allocator
 from recursa.models.sampling import choose_tokens, sampling_generator
 from recursa.models.state import SequenceState
 from recursa.serve.jobs import Accepted, Delta, Done, Finished, Job
 from recursa.serve.schema import DEFAULT_MAX_TOKENS, ApiError, response_constraint
+
+TRIM_EVERY_REQUESTS = 16
 
 
 @dataclass
@@ -86,6 +89,7 @@ class ContinuousBatcher:
         self._thread = threading.Thread(target=self._loop, name="recursa-serve-engine", daemon=True)
 
     def start(self) -> None:
+        allocator.fix_mmap_threshold()
         self._thread.start()
 
     def stop(self) -> None:
@@ -111,6 +115,7 @@ class ContinuousBatcher:
 
     def _receive(self, block: bool) -> None:
         if block:
+            allocator.release_free_memory()   # idle: hand back what the last batch freed
             first = self._queue.get()
             if first is None:
                 self._stopping = True
@@ -349,6 +354,8 @@ class ContinuousBatcher:
                        "cancelled": cancelled, "cached_tokens": job.cached_tokens,
                        "seconds": round(time.perf_counter() - job.started, 3)}
         self.stats.recent.append(job.record)
+        if self.stats.requests % TRIM_EVERY_REQUESTS == 0:   # a server that is never idle trims as it goes
+            allocator.release_free_memory()
 
     def _in_flight(self) -> list[Job]:
         jobs = {id(job): job for job, _ in (self._running.owners if self._running else [])}
