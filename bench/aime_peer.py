@@ -149,7 +149,7 @@ def main() -> None:
                   "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
                   "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
                   "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel}
-        if (crash or "").startswith("APIConnectionError"):   # the server went down: not the peer's result; rerun
+        if "Connection error" in (crash or ""):   # the server went down: not the peer's result; rerun
             print(f"not kept (server unreachable): {goal['id']}", flush=True)
             return
         with lock, results.open("a") as handle:
