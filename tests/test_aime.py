@@ -225,6 +225,17 @@ def test_done_without_evidence_is_refused_once(tmp_path):
     assert ProgressBoard(answer.meta["board"]).task("1").result.startswith("0 files")
 
 
+def test_done_pointing_at_a_file_never_written_is_refused_once(tmp_path):
+    model = ScriptedModel([plan(("1", "Write report.md")), call("list_files"),
+                           finish(summary="total 5", pointers=["report.md"]),          # report.md was never written
+                           call("write_file", path="report.md", content="total: 5"),
+                           finish(summary="total 5", pointers=["report.md"]), plan(action="finish", answer="5")])
+    answer = aime(model, tmp_path).run("write the total to report.md")
+    assert "report.md does not exist" in model.root_prompts[3][-1]["content"]
+    assert (tmp_path / "ws" / "report.md").read_text() == "total: 5"
+    assert ProgressBoard(answer.meta["board"]).task("1").status == "done"
+
+
 def test_finishing_with_a_task_still_pending_dispatches_it_first(tmp_path):
     model = ScriptedModel([plan(("1", "Write a.txt"), ("2", "Write b.txt")),
                            call("write_file", path="a.txt", content="a"), finish(summary="a written"),

@@ -18,6 +18,7 @@ from recursa.methods.aime.board import ProgressBoard, Report
 from recursa.methods.aime.factory import ActorSpec
 from recursa.methods.aime.structured import ask
 from recursa.methods.aime.toolkits import ToolFailure
+from recursa.methods.aime.toolkits.workspace import resolve
 from recursa.models.base import ChatModel, Completion, Sampling
 
 GUARDS = ("step_cap", "repeat", "no_progress")
@@ -70,6 +71,36 @@ def with_evidence(summary: str, observation: str, chars: int = 200) -> str:
     return f"{summary} [last result: {evidence}]"
 
 
+def missing_files(spec: ActorSpec, pointers: list[str]) -> list[str]:
+    """The pointers that name a workspace file which does not exist (paths outside it are not files to check)."""
+    missing = []
+    for pointer in pointers:
+        try:
+            path = resolve(spec.env.workspace, pointer)
+        except ToolFailure:
+            continue
+        if path != spec.env.workspace.resolve() and not path.exists():
+            missing.append(pointer)
+    return missing
+
+
+def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str]) -> str | None:
+    """Why a "done" report is sent back (once per reason): no tool has succeeded yet, so its result is shown
+    nowhere; or it points at workspace files that were never written."""
+    if call["status"] != "done":
+        return None
+    if not has_evidence and "evidence" not in refusals:
+        refusals.add("evidence")
+        return ("No tool call has succeeded yet, so the result is not shown anywhere. Use a tool to get it first, "
+                "then finish.")
+    missing = missing_files(spec, call.get("pointers") or [])
+    if missing and "missing" not in refusals:
+        refusals.add("missing")
+        return (f"Not finished: {', '.join(missing)} does not exist in the workspace. Write it with a tool first, "
+                "then finish.")
+    return None
+
+
 def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: Budget, sampling: Sampling,
               limits: ActorLimits) -> ActorResult:
     result = ActorResult(Report(spec.task.id, "failed", ""))
@@ -78,7 +109,8 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     seen: set[str] = set()
     useful: list[str] = []
     last_result = ""                 # the last successful observation that was not a write confirmation
-    stall, guard, step, refused = 0, "step_cap", 0, False
+    refusals: set[str] = set()       # each refusal of a "done" report is made once; the next one is taken
+    stall, guard, step = 0, "step_cap", 0
     for step in range(1, limits.max_steps + 1):
         budget.check()
         reply = ask(model, _trim(messages, limits.history_steps), spec.adapter, sampling, budget, limits.retries)
@@ -91,10 +123,9 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
             call = reply.value.model_dump()
             name = call.pop("tool")
             call.pop("thought", None)
-            if name == "finish" and call["status"] == "done" and not useful and not refused:
-                refused = True   # a result needs evidence: no tool has succeeded yet
-                observation = ("No tool call has succeeded yet, so the result is not shown anywhere. Use a tool to "
-                               "get it first, then finish.")
+            refusal = _refuse_finish(spec, call, bool(useful), refusals) if name == "finish" else None
+            if refusal:
+                observation = refusal
             elif name == "finish":
                 pointers = [p for p in dict.fromkeys([*call["pointers"], *spec.env.written]) if p]
                 summary = call["summary"]
