@@ -282,3 +282,9 @@ def test_an_oversize_batch_is_refused_and_or_patterns_get_a_hint():
     out = last_user(model, 1)
     assert "keeps lines with ANY of these words" in out and "if 'salt' in line" in out
     assert "got 51 prompts; at most 30 per call" in out and not model.sub_batches
+
+
+def test_a_batch_of_identical_prompts_is_refused_before_any_sub_call():
+    code = "rows = grep('crate')\nr = llm_query_batched(['Is this line about salt? Answer yes or no.' for row in rows])"
+    _, model, _ = solve([f"```repl\n{code}\n```", "FINAL(1)"], context="crate 1 salt\ncrate 2 flour\ncrate 3 salt")
+    assert "got 3 identical prompts" in last_user(model, 1) and not model.sub_batches

@@ -270,6 +270,9 @@ class RecursiveLM(MethodBase):
                               "only the lines that meet every plainly written condition of the question first.")
         texts = [p if isinstance(p, str) else json.dumps(p) if isinstance(p, (dict, list)) else str(p)
                  for p in prompts]
+        if len(texts) > 1 and len(set(texts)) == 1:   # a list comprehension that forgot to put its item in
+            raise ConfigError(f"{kind} got {len(texts)} identical prompts, so every answer would be the same. Put "
+                              "each item's own text into its prompt, e.g. [item + '\n\n' + question for item in items]")
         run.budget.check()
         system = prompting.render("sub_system")
         convs = [[{"role": "system", "content": system}, {"role": "user", "content": t}] for t in texts]
