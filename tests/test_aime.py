@@ -236,6 +236,20 @@ def test_done_pointing_at_a_file_never_written_is_refused_once(tmp_path):
     assert ProgressBoard(answer.meta["board"]).task("1").status == "done"
 
 
+def test_a_resent_plan_adds_no_duplicate_but_a_failed_task_can_come_back(tmp_path):
+    model = ScriptedModel([plan(("1", "Write a.txt"), ("2", "Write b.txt")),
+                           call("write_file", path="a.txt", content="a"), finish(summary="a written"),
+                           plan(("1", "Write a.txt"), ("2", "Write b.txt"), task_id="2"),   # the whole plan again
+                           finish("failed", "no b"),
+                           plan(("1", "Write a.txt"), ("2", "write  B.txt"), task_id="2.2"),  # retry of the failed one
+                           call("write_file", path="b.txt", content="b"), finish(summary="b written"),
+                           plan(action="finish", answer="both")])
+    answer = aime(model, tmp_path).run("write a.txt and b.txt")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status) for t in board.tasks()] == [("1", "done"), ("2", "failed"), ("2.2", "done")]
+    assert answer.text == "both"
+
+
 def test_finishing_with_a_task_still_pending_dispatches_it_first(tmp_path):
     model = ScriptedModel([plan(("1", "Write a.txt"), ("2", "Write b.txt")),
                            call("write_file", path="a.txt", content="a"), finish(summary="a written"),

@@ -97,8 +97,11 @@ class Planner:
             return self._fallback(board, reply, "the planner's reply was not valid")
         added = 0
         for item in decision.add:
+            title = clean_title(item.title)
+            if already_planned(board, title):   # small planners resend their whole plan at every step
+                continue
             toolkits = [name for name in item.toolkits if name in self.toolkits] or ["python", "workspace"]
-            board.add_task(BoardTask(item.id.strip() or "", clean_title(item.title), item.criteria, None, toolkits,
+            board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
                                      item.role or "a careful assistant"))
             added += 1
         if decision.action == "finish":
@@ -126,6 +129,13 @@ class Planner:
                 t.status in ("done", "blocked") for t in board.tasks()):
             return Step("finish", answer=_last_result(board), reply=reply, corrected=why)
         return Step("give_up", answer=f"no task to run ({why})", reply=reply, corrected=why)
+
+
+def already_planned(board: ProgressBoard, title: str) -> bool:
+    """A task with this title is on the board and has not failed: adding it again would only repeat work (a
+    failed task may come back as a new one, a retry)."""
+    key = " ".join(title.lower().split())
+    return any(" ".join(t.title.lower().split()) == key and t.status != "failed" for t in board.tasks())
 
 
 def clean_title(title: str) -> str:
