@@ -3,11 +3,10 @@
 The engine allocates tensors whose sizes change every step (KV caches one position longer, batches that change
 shape, logits and masks per step). glibc raises its mmap threshold each time such a block is freed, after which
 big blocks come from the heap instead and are kept there when freed: resident memory grows far past the live
-tensors (runs/serve-mem: 15 GB for a 0.5B model after 37 minutes of agent traffic, until the OOM killer took
-the server). A fixed threshold returns big blocks to the OS when they are freed, and a periodic `malloc_trim`
-returns what the heap keeps. oneDNN keeps up to 1,024 compiled kernels, one per matmul shape, and a server meets a
-new shape at almost every step (the attention's key length grows by one); a smaller cache still holds the
-weight matmuls' few shapes and roughly halved the growth in the same test.
+tensors (measured in bench/results/aime.md). A fixed threshold returns big blocks to the OS when they are freed,
+and a periodic `malloc_trim` returns what the heap keeps. oneDNN keeps up to 1,024 compiled kernels, one per
+matmul shape, and a server meets a new shape at almost every step (the attention's key length grows by one); a
+smaller cache still holds the weight matmuls' few shapes.
 """
 
 from __future__ import annotations
