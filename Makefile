@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test lint bench-speed
+.PHONY: install demo test lint bench-speed llamacpp
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,3 +39,8 @@ lint: install
 
 bench-speed: install
 	$(BIN)/python bench/speed.py
+
+# llama.cpp for bench/speed.py's side-by-side rows: node-llama-cpp's prebuilt CPU binaries (npm; nothing compiles)
+llamacpp:
+	NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install --prefix .llamacpp --no-audit --no-fund --omit=optional \
+	  node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1

@@ -10,7 +10,8 @@ the bandwidth measured in the same run (a large tensor copy). One process measur
 1. the matmul routines of torch's CPU build at the 1–2 rows of a decode step (bench/speed_kernels.py);
 2. the paths: `bf16-modules` (the transformers modules, the backend before issue 15), `bf16-fused` (models/fused.py)
    and `int8` (models/int8.py): decode at each batch size, prefill, and where the time of a batch-1 step goes;
-3. transformers' own `generate()`, llama.cpp on the same GGUF if `llama-cpp-python` is installed;
+3. transformers' own `generate()`; llama.cpp on the shipped GGUF and on a Q8_0 copy, batch 1, the largest batch
+   as parallel sequences, and prefill, if node-llama-cpp is installed (`make llamacpp`; bench/speed_llamacpp.py);
 4. `recursa serve` at 1 and 8 concurrent streams, static batching (before) and continuous batching (after).
 
 Decode figures exclude prefill: the prompt minus its last token is prefilled first, then `HFModel.decode` runs the
@@ -35,6 +36,8 @@ import torch
 from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling speed_* modules
+
+from speed_llamacpp import llama_cpp_speed  # noqa: E402
 
 from recursa.models.base import Sampling  # noqa: E402
 
@@ -126,31 +129,6 @@ def plain_generate_throughput(model, new_tokens: int, repeats: int = 1) -> dict[
     one = min(run(1) for _ in range(2))
     full = min(run(new_tokens) for _ in range(repeats))
     return {"tokens": new_tokens, "seconds": full - one, "tokens_per_s": (new_tokens - 1) / (full - one)}
-
-
-def llama_cpp_throughput(model_name: str, new_tokens: int, threads: int) -> dict[str, Any] | None:
-    """llama-cpp-python on the same GGUF (4-bit weights), if it is installed."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
-    from recursa.core.config import settings
-    from recursa.models.embedded import gguf_path
-    from recursa.models.registry import EMBEDDED, canonical_name
-
-    name = canonical_name(model_name)
-    if name not in EMBEDDED:
-        return None
-    path = gguf_path(EMBEDDED[name], settings().models_dir)
-    llm = Llama(model_path=str(path), n_ctx=1024, n_threads=threads, verbose=False)
-    tokens = llm.tokenize(DECODE_PROMPTS[0].encode())
-    stream = llm.generate(tokens, temp=0.0)
-    next(stream)  # the first token includes the prompt's prefill
-    started = time.perf_counter()
-    for _ in range(new_tokens - 1):
-        next(stream)
-    seconds = time.perf_counter() - started
-    return {"gguf": str(path), "gguf_bytes": path.stat().st_size, "tokens_per_s": (new_tokens - 1) / seconds}
 
 
 def int8_weight_bytes(model) -> dict[str, int]:
@@ -296,8 +274,8 @@ def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batche
     if compare_generate:
         results["plain_generate"] = stage("transformers generate()",
                                           lambda: plain_generate_throughput(model, new_tokens, repeats))
-    results["llama_cpp"] = stage("llama.cpp (if installed)",
-                                 lambda: llama_cpp_throughput(model.name, new_tokens, results["threads"]))
+    results["llama_cpp"] = stage("llama.cpp (if installed)", lambda: llama_cpp_speed(
+        model.name, results["threads"], new_tokens, max(batches), prompt_tokens, repeats))
     if serve:
         results["serve"] = {"static": {}, "continuous": {}}
         for streams in (1, 8):   # the two modes side by side in time at each load

@@ -35,15 +35,58 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     fused_one = _one(results["paths"].get("bf16-fused", {}))
     if results.get("plain_generate") and fused_one:
         summary["bf16_fused_over_plain_generate"] = fused_one / results["plain_generate"]["tokens_per_s"]
-    llama = results.get("llama_cpp")
-    if llama:
-        summary["llama_cpp_fraction_of_its_limit"] = llama["tokens_per_s"] * llama["gguf_bytes"] / bandwidth
+    summary["llama_cpp"] = _llama_summary(results, bandwidth)
     serve = results.get("serve", {})
     for streams in ("1", "8"):
         if streams in serve.get("static", {}) and streams in serve.get("continuous", {}):
             summary[f"serve_{streams}_streams_continuous_over_static"] = (
                 serve["continuous"][streams]["tokens_per_s"] / serve["static"][streams]["tokens_per_s"])
     return summary
+
+
+def _llama_summary(results: dict[str, Any], bandwidth: float) -> dict[str, Any]:
+    """Per llama.cpp variant: its limit (file bytes per step), batch 1's share of it, and our paths against it at
+    batch 1 and at the largest batch (llama.cpp's parallel sequences)."""
+    summary = {}
+    for label, variant in (results.get("llama_cpp") or {}).items():
+        if "error" in variant:
+            continue
+        limit = bandwidth / variant["gguf_bytes"]
+        row = {"limit_tok_s": limit, "batch1_fraction_of_limit": variant["batch1"]["tokens_per_s"] / limit}
+        for name, path in results["paths"].items():
+            decode = path.get("decode", {})
+            if "1" in decode:
+                row[f"{name}_batch1_over_llama"] = decode["1"]["tokens_per_s"] / variant["batch1"]["tokens_per_s"]
+            parallel = decode.get(str(variant["parallel"]["sequences"]))
+            if parallel:
+                row[f"{name}_parallel_over_llama"] = parallel["tokens_per_s"] / variant["parallel"]["tokens_per_s"]
+        summary[label] = row
+    return summary
+
+
+def _llama_rows(results: dict[str, Any], batches: list[str]) -> list[list[str]]:
+    """llama.cpp's variants as rows of the paths table (batch 1 and its parallel sequences)."""
+    rows = []
+    for label, variant in (results.get("llama_cpp") or {}).items():
+        if "error" in variant:
+            rows.append([f"llama.cpp {label}", variant["error"][:80], *["-"] * (len(batches) + 2)])
+            continue
+        by_batch = {"1": variant["batch1"], str(variant["parallel"]["sequences"]): variant["parallel"]}
+        ratio = results["summary"]["llama_cpp"][label]
+        cells = [f"llama.cpp {label}"]
+        for batch in batches:
+            cells.append(f"{by_batch[batch]['tokens_per_s']:.1f}" if batch in by_batch else "-")
+        one = variant["batch1"]["tokens_per_s"]
+        cells += [f"{ratio['batch1_fraction_of_limit']:.0%}",
+                  f"{variant['parallel']['tokens_per_s'] / one:.2f}×", f"{variant['prefill']['tokens_per_s']:.0f}"]
+        base = results["paths"].get(BASELINE, {})
+        if base.get("decode", {}).get("1") and base.get("prefill"):
+            cells.append(f"{one / base['decode']['1']['tokens_per_s']:.2f}× / "
+                         f"{variant['prefill']['tokens_per_s'] / base['prefill']['tokens_per_s']:.2f}×")
+        else:
+            cells.append("-")
+        rows.append(cells)
+    return rows
 
 
 def _path_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -62,6 +105,7 @@ def _path_rows(results: dict[str, Any]) -> list[list[str]]:
         cells.append(f"{ratio.get(f'batch1_over_{BASELINE}', 1.0):.2f}× / "
                      f"{ratio.get(f'prefill_over_{BASELINE}', 1.0):.2f}×")
         rows.append(cells)
+    rows += _llama_rows(results, batches)
     header = ["path", *[f"decode batch {b} tok/s" for b in batches], "batch 1 / its limit",
               f"batch {batches[-1] if batches else 1} / batch 1", "prefill tok/s", f"vs {BASELINE} (b1 / prefill)"]
     return [header, *rows]
@@ -110,8 +154,13 @@ def _facts(results: dict[str, Any]) -> list[list[str]]:
     if results.get("plain_generate"):
         rows.append(["transformers generate(), batch 1", f"{results['plain_generate']['tokens_per_s']:.1f} tok/s"])
     llama = results.get("llama_cpp")
-    rows.append(["llama.cpp, same GGUF, batch 1", f"{llama['tokens_per_s']:.1f} tok/s" if llama else
-                 "not installed (the llamacpp extra of pyproject.toml)"])
+    if not llama:
+        rows.append(["llama.cpp", "not installed (`make llamacpp`)"])
+    for label, variant in (llama or {}).items():
+        if label in summary["llama_cpp"]:
+            rows.append([f"llama.cpp {label}: file bytes per step → limit",
+                         f"{variant['gguf_bytes'] / 1e9:.3f} GB → {summary['llama_cpp'][label]['limit_tok_s']:.1f} "
+                         f"tok/s ({variant['runner']})"])
     for key, value in summary.items():
         if key.startswith("serve_"):
             rows.append([key.replace("_", " "), f"{value:.2f}×"])

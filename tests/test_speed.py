@@ -45,7 +45,11 @@ def test_summary_ratios_and_report():
                "paths": {"bf16-modules": {"decode": decode, "prefill": {"tokens_per_s": 100.0}},
                          "int8": {"decode": {"1": {"tokens_per_s": 10.0, "ms_per_step": 100.0}},
                                   "prefill": {"tokens_per_s": 120.0}}},
-               "plain_generate": {"tokens_per_s": 2.5}, "llama_cpp": None,
+               "plain_generate": {"tokens_per_s": 2.5},
+               "llama_cpp": {"Q8_0": {"gguf_bytes": 5e8, "runner": "node-llama-cpp", "batch1": {"tokens_per_s": 16.0},
+                                      "parallel": {"sequences": 8, "tokens_per_s": 20.0},
+                                      "prefill": {"tokens_per_s": 200.0}},
+                             "mix": {"error": "failed to load"}},
                "serve": {"static": {"8": {"tokens_per_s": 20.0, "mean_first_token_s": 3.0, "largest_batch": 8,
                                           "joined_running": 0}},
                          "continuous": {"8": {"tokens_per_s": 30.0, "mean_first_token_s": 1.0, "largest_batch": 8,
@@ -58,9 +62,42 @@ def test_summary_ratios_and_report():
     assert summary["paths"]["int8"]["batch1_over_bf16-modules"] == 2.0
     assert summary["paths"]["int8"]["prefill_over_bf16-modules"] == 1.2
     assert summary["serve_8_streams_continuous_over_static"] == 1.5
+    llama = summary["llama_cpp"]["Q8_0"]
+    assert llama["limit_tok_s"] == 20.0 and llama["batch1_fraction_of_limit"] == 0.8
+    assert llama["bf16-modules_parallel_over_llama"] == 1.25 and llama["int8_batch1_over_llama"] == 10.0 / 16.0
+    assert "mix" not in summary["llama_cpp"]
     results["summary"] = summary
     text = speed_report.markdown(results, command="python bench/speed.py")
     assert "| int8 | 10.0 (100 ms/step) | - | 50% |" in text and "continuous batching" in text
+    assert "| llama.cpp Q8_0 | 16.0 | 20.0 | 80% | 1.25× | 200 | 3.20× / 2.00× |" in text
+    assert "| llama.cpp mix | failed to load |" in text
+
+
+def test_gguf_requantised_to_q8_0_keeps_metadata_and_values(tmp_path):
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf.quants import dequantize
+    from gguf_requant import requantize
+
+    from recursa.core.config import settings
+    from recursa.models.embedded import gguf_path
+    from recursa.models.registry import EMBEDDED
+
+    source = gguf_path(EMBEDDED["smollm2-135m"], settings().models_dir)
+    target = tmp_path / "q8.gguf"
+    requantize(source, target, "Q8_0")
+    before, after = GGUFReader(source), GGUFReader(target)
+    assert {f.name for f in after.fields.values()} == {f.name for f in before.fields.values()}
+    assert after.fields["general.file_type"].contents() == 7   # MOSTLY_Q8_0
+    assert after.fields["tokenizer.ggml.tokens"].contents() == before.fields["tokenizer.ggml.tokens"].contents()
+    floats = {GGMLQuantizationType.F32, GGMLQuantizationType.F16}
+    pairs = list(zip(before.tensors, after.tensors, strict=True))
+    assert all(b.name == a.name and list(b.shape) == list(a.shape) for b, a in pairs)
+    assert all(a.tensor_type == (b.tensor_type if b.tensor_type in floats else GGMLQuantizationType.Q8_0)
+               for b, a in pairs)
+    old, new = pairs[5][0], pairs[5][1]
+    want, got = dequantize(old.data, old.tensor_type), dequantize(new.data, new.tensor_type)
+    assert np.abs(got - want).max() <= np.abs(want).max() / 127
 
 
 def test_matmul_candidates_report_every_routine():
