@@ -166,6 +166,7 @@ def _trace_usage(path: str | None) -> dict:
 
 
 def run_one(model, system: str, goal: dict, out: Path) -> dict:
+    from recursa.core.errors import BackendUnreachable
     from recursa.methods.base import create
 
     ws = out / "work" / system / goal["id"]
@@ -174,7 +175,7 @@ def run_one(model, system: str, goal: dict, out: Path) -> dict:
     shutil.copytree(goal["workspace"], ws)
     knowledge = goal["knowledge_dir"] if goal.get("knowledge") else None
     started = time.perf_counter()
-    error = None
+    error, lost = None, False
     try:
         method = create("aime", model, workspace=str(ws), knowledge=knowledge, board_dir=str(out / "boards"),
                         **SYSTEMS[system])
@@ -182,10 +183,12 @@ def run_one(model, system: str, goal: dict, out: Path) -> dict:
         meta, trace, stopped, text = answer.meta, answer.trace_path, answer.stopped, answer.text
     except Exception as exc:  # noqa: BLE001 - a crash is a result here (the target is none)
         meta, trace, stopped, text, error = {}, None, None, "", f"{type(exc).__name__}: {exc}"
+        lost = isinstance(exc, BackendUnreachable)
     return {"id": goal["id"], "kind": goal["kind"], "system": system, "success": check(goal, ws),
             "seconds": round(time.perf_counter() - started, 1), **_trace_usage(trace), "replans": meta.get("replans"),
             "guards": meta.get("guards"), "invalid_replies": meta.get("invalid_replies"), "state": meta.get("state"),
-            "stopped": stopped, "crash": error, "answer": text[:300], "board": meta.get("board_markdown", "")}
+            "stopped": stopped, "crash": error, "answer": text[:300], "board": meta.get("board_markdown", ""),
+            "lost_to_server": lost}
 
 
 def load_model(args: argparse.Namespace):
@@ -215,7 +218,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     def run_and_keep(goal: dict, system: str) -> None:
         record = {"model": args.model, "backend": args.base_url or "local", **run_one(model, system, goal, out)}
-        if "cannot reach" in (record["crash"] or ""):   # the server went down: not the system's result; rerun
+        if record.pop("lost_to_server"):   # the server went down: not the system's result; rerun
             print(f"not kept (server unreachable): {system} {goal['id']}", flush=True)
             return
         with lock, results.open("a") as handle:

@@ -131,11 +131,11 @@ def main() -> None:
         model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed",
                                   client_kwargs={"timeout": 3600})   # the same patience as Aime's client
         agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval)
-        started, crash, answer = time.perf_counter(), None, ""
+        started, crash, answer, lost = time.perf_counter(), None, "", False
         try:
             answer = str(agent.run(goal["goal"]))
         except Exception as exc:  # noqa: BLE001 - recorded as the run's outcome
-            crash = f"{type(exc).__name__}: {exc}"
+            crash, lost = f"{type(exc).__name__}: {exc}", server_unreachable(exc)
         steps = agent.memory.steps
         usage = agent.monitor.get_total_token_counts()
         tokens = (usage.input_tokens + usage.output_tokens) if hasattr(usage, "input_tokens") else 0
@@ -149,7 +149,7 @@ def main() -> None:
                   "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
                   "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
                   "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel}
-        if "Connection error" in (crash or ""):   # the server went down: not the peer's result; rerun
+        if lost:   # the server went down: not the peer's result; rerun
             print(f"not kept (server unreachable): {goal['id']}", flush=True)
             return
         with lock, results.open("a") as handle:
@@ -159,6 +159,17 @@ def main() -> None:
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         for future in [pool.submit(run_goal, goal) for goal in goals if goal["id"] not in done]:
             future.result()
+
+def server_unreachable(exc: BaseException | None) -> bool:
+    """True when the openai client could not connect at all (smolagents wraps that error in its own)."""
+    import openai
+
+    while exc is not None:
+        if isinstance(exc, openai.APIConnectionError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
 
 if __name__ == "__main__":
     main()

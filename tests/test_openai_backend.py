@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from recursa.core.errors import BackendError, ContextTooLongError
+from recursa.core.errors import BackendError, BackendUnreachable, ContextTooLongError
 from recursa.core.trace import Tracer
 from recursa.models.base import Sampling
 from recursa.models.openai_compat import OpenAIChatModel
@@ -138,11 +138,11 @@ def test_timeout_and_unreachable_server_fail_fast():
     with ServerThread(scripted_app(["slow"])) as server, OpenAIChatModel("m", base_url=server.url, timeout=0.3,
                                                                          max_retries=0) as model:
         started = time.perf_counter()
-        with pytest.raises(BackendError, match="cannot reach"):
+        with pytest.raises(BackendUnreachable, match="cannot reach"):
             model.generate([user("hi")], Sampling(max_tokens=2))
         assert time.perf_counter() - started < 1.2
     with OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", max_retries=1, backoff_seconds=0.01) as model, \
-            pytest.raises(BackendError, match="cannot reach .* after 2 attempt"):
+            pytest.raises(BackendUnreachable, match="cannot reach .* after 2 attempt"):
         model.generate([user("hi")], Sampling(max_tokens=2))
 
 

@@ -29,6 +29,11 @@ class BackendError(RecursaError):
     """A model backend failed (HTTP error after retries, bad response, ...)."""
 
 
+class BackendUnreachable(BackendError):
+    """No answer at all from a model server after retries (down, wrong address, or silent past the timeout): the
+    server's failure, not the method's."""
+
+
 class ContextTooLongError(RecursaError):
     """A prompt plus the requested completion does not fit the model's context window."""
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import openai
 
-from recursa.core.errors import BackendError, ContextTooLongError, RecursaError
+from recursa.core.errors import BackendError, BackendUnreachable, ContextTooLongError, RecursaError
 from recursa.core.trace import record_model_call
 from recursa.models.base import Completion, Conversation, Sampling
 from recursa.models.replicas import ReplicaPool, split_base_urls
@@ -328,7 +328,7 @@ def _backend_error(exc: Exception, where: str, model: str, attempts: int) -> Rec
         return ContextTooLongError(f"{where} rejected the request for '{model}': {detail}; "
                                    "shorten the prompt or lower max_tokens")
     if status is None:
-        return BackendError(f"cannot reach {where} after {attempts} attempt(s): {detail}; "
+        return BackendUnreachable(f"cannot reach {where} after {attempts} attempt(s): {detail}; "
                             "check that the server is running and --base-url is right")
     hint = {401: "check the API key", 404: "check the model name (GET /v1/models lists them)"}.get(status, "")
     return BackendError(f"{where} answered HTTP {status} for model '{model}' after {attempts} attempt(s): "
