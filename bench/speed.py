@@ -12,7 +12,8 @@ the bandwidth measured in the same run (a large tensor copy). One process measur
    and `int8` (models/int8.py): decode at each batch size, prefill, and where the time of a batch-1 step goes;
 3. transformers' own `generate()`; llama.cpp on the shipped GGUF and on a Q8_0 copy, batch 1, the largest batch
    as parallel sequences, and prefill, if node-llama-cpp is installed (`make llamacpp`; bench/speed_llamacpp.py);
-4. `recursa serve` at 1 and 8 concurrent streams, static batching (before) and continuous batching (after).
+4. `recursa serve` at 1 and 8 concurrent streams, static batching (before) and continuous batching (after);
+5. one `latent-mas` GSM8K batch on each path: seconds per problem (bench/speed_latent.py).
 
 Decode figures exclude prefill: the prompt minus its last token is prefilled first, then `HFModel.decode` runs the
 timed steps. End of sequence is ignored so every row decodes exactly `new_tokens` tokens. The int8 path runs on a
@@ -226,7 +227,8 @@ def measure_paths(paths: Paths, batches: tuple[int, ...], new_tokens: int, promp
 
 def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batches: tuple[int, ...] = (1, 8),
                     prompt_tokens: int = 512, repeats: int = 2, profile: bool = True, compare_generate: bool = True,
-                    kernels: bool = True, serve: bool = True, int8: bool = True, threads: int | None = None,
+                    kernels: bool = True, serve: bool = True, int8: bool = True, latent_batch: int = 8,
+                    threads: int | None = None,
                     out: Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure everything in one process and return one JSON-able dict (see the module docstring).
     With `out`, the JSON is rewritten after every stage, so an interrupted run keeps what it measured."""
@@ -283,6 +285,10 @@ def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batche
                 results["serve"][mode][str(streams)] = stage(
                     f"recursa serve, {mode} batching, {streams} streams",
                     lambda n=streams, c=continuous: serve_throughput(model, n, continuous=c))
+    if latent_batch:
+        from speed_latent import latent_batch_per_path
+
+        results["latent_mas"] = latent_batch_per_path(paths, latent_batch, stage)
     results["load_average_at_end"] = os.getloadavg()[0]  # > threads means other processes competed for the cores
     from speed_report import summarize
 
@@ -312,6 +318,8 @@ def main() -> None:
     parser.add_argument("--no-kernels", action="store_true", help="skip the matmul routines at 1-2 rows")
     parser.add_argument("--no-serve", action="store_true", help="skip recursa serve throughput")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 path")
+    parser.add_argument("--latent-batch", type=int, default=8,
+                        help="GSM8K problems in the latent-mas batch run on each path (0: skip)")
     parser.add_argument("--out", type=Path, default=Path("runs") / f"speed-{time.strftime('%Y%m%d-%H%M%S')}.json")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the report as Markdown here")
     args = parser.parse_args()
@@ -320,7 +328,8 @@ def main() -> None:
                               batches=tuple(int(b) for b in args.batches.split(",")),
                               prompt_tokens=args.prompt_tokens, repeats=args.repeats, profile=not args.no_profile,
                               compare_generate=not args.no_generate, kernels=not args.no_kernels,
-                              serve=not args.no_serve, int8=not args.no_int8, threads=args.threads, out=args.out,
+                              serve=not args.no_serve, int8=not args.no_int8, latent_batch=args.latent_batch,
+                              threads=args.threads, out=args.out,
                               progress=lambda m: console.log(m))
     from speed_report import markdown, render
 

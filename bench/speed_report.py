@@ -167,9 +167,18 @@ def _facts(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
+def _latent_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = [["latent-mas, one GSM8K batch", "s/problem", "correct", "same text as the first path"]]
+    for name, measured in (results.get("latent_mas") or {}).items():
+        n = measured["problems"]
+        rows.append([name, f"{measured['seconds_per_problem']:.1f}", f"{measured['correct']}/{n}",
+                     f"{measured['same_text_as_first_path']}/{n}"])
+    return rows
+
+
 def tables(results: dict[str, Any]) -> list[list[list[str]]]:
     return [t for t in (_facts(results), _path_rows(results), _kernel_rows(results), _profile_rows(results),
-                        _serve_rows(results)) if len(t) > 1]
+                        _serve_rows(results), _latent_rows(results)) if len(t) > 1]
 
 
 def render(results: dict[str, Any]):

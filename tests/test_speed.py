@@ -50,6 +50,8 @@ def test_summary_ratios_and_report():
                                       "parallel": {"sequences": 8, "tokens_per_s": 20.0},
                                       "prefill": {"tokens_per_s": 200.0}},
                              "mix": {"error": "failed to load"}},
+               "latent_mas": {"bf16-modules": {"problems": 8, "seconds_per_problem": 12.34, "correct": 3,
+                                               "same_text_as_first_path": 8}},
                "serve": {"static": {"8": {"tokens_per_s": 20.0, "mean_first_token_s": 3.0, "largest_batch": 8,
                                           "joined_running": 0}},
                          "continuous": {"8": {"tokens_per_s": 30.0, "mean_first_token_s": 1.0, "largest_batch": 8,
@@ -71,6 +73,7 @@ def test_summary_ratios_and_report():
     assert "| int8 | 10.0 (100 ms/step) | - | 50% |" in text and "continuous batching" in text
     assert "| llama.cpp Q8_0 | 16.0 | 20.0 | 80% | 1.25× | 200 | 3.20× / 2.00× |" in text
     assert "| llama.cpp mix | failed to load |" in text
+    assert "| bf16-modules | 12.3 | 3/8 | 8/8 |" in text
 
 
 def test_gguf_requantised_to_q8_0_keeps_metadata_and_values(tmp_path):
