@@ -117,6 +117,24 @@ def prefill_throughput(model, prompt_tokens: int = 512, repeats: int = 2) -> dic
 
 
 @torch.inference_mode()
+def prefill_after_cache_throughput(model, new_tokens: int = 512, cached_tokens: int = 2048,
+                                   repeats: int = 2) -> dict[str, float]:
+    """Prefill of `new_tokens` on top of a cache of `cached_tokens` (an agent's next turn after its prefix-cache
+    hit): attention over the long cache is what this adds to a plain prefill."""
+    text = " ".join(DECODE_PROMPTS) * 200
+    ids = model.tokenizer.encode(text, add_special_tokens=False)[:cached_tokens + new_tokens]
+    best = float("inf")
+    for _ in range(repeats):
+        state = model.new_state(1)
+        model.prefill(state, [ids[:cached_tokens]])
+        started = time.perf_counter()
+        model.prefill(state, [ids[cached_tokens:]])
+        best = min(best, time.perf_counter() - started)
+    return {"prompt_tokens": new_tokens, "cached_tokens": cached_tokens, "seconds": best,
+            "tokens_per_s": new_tokens / best}
+
+
+@torch.inference_mode()
 def plain_generate_throughput(model, new_tokens: int, repeats: int = 1) -> dict[str, float]:
     """`model.generate()` of transformers at batch 1, decode rate = (N-1) tokens / (time(N) - time(1))."""
     ids = torch.tensor([model.chat_ids([{"role": "user", "content": DECODE_PROMPTS[0]}])])
@@ -217,6 +235,9 @@ def measure_paths(paths: Paths, batches: tuple[int, ...], new_tokens: int, promp
             row = stage(f"turn {turn}: {name}: prefill, {prompt_tokens} tokens",
                         lambda n=name: prefill_throughput(paths.use(n), prompt_tokens, 1))
             path["prefill"] = best(path.get("prefill"), row)
+            row = stage(f"turn {turn}: {name}: prefill, {prompt_tokens} tokens after 2048 cached",
+                        lambda n=name: prefill_after_cache_throughput(paths.use(n), prompt_tokens, 2048, 1))
+            path["prefill_after_cache"] = best(path.get("prefill_after_cache"), row)
     if profile:
         for name in paths.names:
             measured[name]["profile_batch1"] = stage(f"{name}: profiling batch-1 decode",
@@ -234,7 +255,7 @@ def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batche
     With `out`, the JSON is rewritten after every stage, so an interrupted run keeps what it measured."""
     import hashlib
 
-    from speed_kernels import decode_shapes, matmul_candidates
+    from speed_kernels import attention_candidates, decode_shapes, matmul_candidates
     from speed_serve import serve_throughput
 
     from recursa.models import registry
@@ -266,6 +287,8 @@ def run_speed_bench(model_name: str | None = None, new_tokens: int = 128, batche
     if kernels:
         results["matmul_candidates"] = stage("matmul routines at 1-2 rows",
                                              lambda: matmul_candidates(decode_shapes(model), repeats=2 * repeats))
+        results["attention_candidates"] = stage("attention of a prefill chunk over a long cache",
+                                                lambda: attention_candidates(model.config, prompt_tokens))
     quantized = None
     if int8 and model.fused is not None:
         quantized = stage("loading model (int8: quantising or reading the cache)",

@@ -87,3 +87,35 @@ def _best_pass(multiply: Callable[[torch.Tensor, Any], Any], xs: list[torch.Tens
         if attempt:
             best = min(best, time.perf_counter() - started)
     return best
+
+
+@torch.inference_mode()
+def attention_candidates(config, new_tokens: int = 512, cached_tokens: int = 2048, repeats: int = 3,
+                         dtype: torch.dtype = torch.bfloat16) -> dict[str, dict[str, float]]:
+    """One prefill chunk's attention (`new_tokens` queries over `cached_tokens` + `new_tokens` keys, causal) in
+    every layer: the eager arithmetic (what prefill ran before) against torch's fused kernel (what it runs now)."""
+    from recursa.models.attention import grouped_eager
+
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    total = cached_tokens + new_tokens
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(1, heads, new_tokens, dim, generator=generator).to(dtype)
+    key, value = (torch.randn(1, kv_heads, total, dim, generator=generator).to(dtype) for _ in range(2))
+    future = torch.ones(new_tokens, total, dtype=torch.bool).triu(cached_tokens + 1)
+    mask = torch.zeros(1, 1, new_tokens, total, dtype=dtype).masked_fill_(future, torch.finfo(dtype).min)
+    scaling = dim ** -0.5
+    candidates = {
+        "eager arithmetic, grouped (prefill before)": lambda: grouped_eager(query, key, value, mask, scaling),
+        "F.scaled_dot_product_attention (prefill now)": lambda: F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=True),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for _ in range(repeats):
+        for name, run in candidates.items():
+            started = time.perf_counter()
+            run()
+            ms = 1000 * (time.perf_counter() - started) * config.num_hidden_layers
+            if ms < results.get(name, {}).get("ms_all_layers", float("inf")):
+                results[name] = {"ms_all_layers": ms, "new_tokens": new_tokens, "cached_tokens": cached_tokens}
+    return results

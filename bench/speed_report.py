@@ -69,7 +69,7 @@ def _llama_rows(results: dict[str, Any], batches: list[str]) -> list[list[str]]:
     rows = []
     for label, variant in (results.get("llama_cpp") or {}).items():
         if "error" in variant:
-            rows.append([f"llama.cpp {label}", variant["error"][:80], *["-"] * (len(batches) + 2)])
+            rows.append([f"llama.cpp {label}", variant["error"][:80], *["-"] * (len(batches) + 3)])
             continue
         by_batch = {"1": variant["batch1"], str(variant["parallel"]["sequences"]): variant["parallel"]}
         ratio = results["summary"]["llama_cpp"][label]
@@ -78,7 +78,7 @@ def _llama_rows(results: dict[str, Any], batches: list[str]) -> list[list[str]]:
             cells.append(f"{by_batch[batch]['tokens_per_s']:.1f}" if batch in by_batch else "-")
         one = variant["batch1"]["tokens_per_s"]
         cells += [f"{ratio['batch1_fraction_of_limit']:.0%}",
-                  f"{variant['parallel']['tokens_per_s'] / one:.2f}×", f"{variant['prefill']['tokens_per_s']:.0f}"]
+                  f"{variant['parallel']['tokens_per_s'] / one:.2f}×", f"{variant['prefill']['tokens_per_s']:.0f}", "-"]
         base = results["paths"].get(BASELINE, {})
         if base.get("decode", {}).get("1") and base.get("prefill"):
             cells.append(f"{one / base['decode']['1']['tokens_per_s']:.2f}× / "
@@ -102,12 +102,14 @@ def _path_rows(results: dict[str, Any]) -> list[list[str]]:
         last = batches[-1] if batches else "1"
         cells.append(f"{ratio[f'batch{last}_over_batch1']:.2f}×" if f"batch{last}_over_batch1" in ratio else "-")
         cells.append(f"{path['prefill']['tokens_per_s']:.0f}" if path.get("prefill") else "-")
+        cells.append(f"{path['prefill_after_cache']['tokens_per_s']:.0f}" if path.get("prefill_after_cache") else "-")
         cells.append(f"{ratio.get(f'batch1_over_{BASELINE}', 1.0):.2f}× / "
                      f"{ratio.get(f'prefill_over_{BASELINE}', 1.0):.2f}×")
         rows.append(cells)
     rows += _llama_rows(results, batches)
     header = ["path", *[f"decode batch {b} tok/s" for b in batches], "batch 1 / its limit",
-              f"batch {batches[-1] if batches else 1} / batch 1", "prefill tok/s", f"vs {BASELINE} (b1 / prefill)"]
+              f"batch {batches[-1] if batches else 1} / batch 1", "prefill tok/s", "prefill after 2048 cached",
+              f"vs {BASELINE} (b1 / prefill)"]
     return [header, *rows]
 
 
@@ -119,6 +121,14 @@ def _kernel_rows(results: dict[str, Any]) -> list[list[str]]:
             continue
         rows.append([name, *[f"{measured[k]['gb_s']:.1f} GB/s ({measured[k]['ms']:.0f} ms)"
                              for k in ("rows=1", "rows=2") if k in measured]])
+    return rows
+
+
+def _attention_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = [["attention of one prefill chunk, all layers", "queries / cached keys", "ms"]]
+    for name, measured in (results.get("attention_candidates") or {}).items():
+        rows.append([name, f"{measured['new_tokens']} / {measured['cached_tokens']}",
+                     f"{measured['ms_all_layers']:.0f}"])
     return rows
 
 
@@ -177,8 +187,8 @@ def _latent_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def tables(results: dict[str, Any]) -> list[list[list[str]]]:
-    return [t for t in (_facts(results), _path_rows(results), _kernel_rows(results), _profile_rows(results),
-                        _serve_rows(results), _latent_rows(results)) if len(t) > 1]
+    return [t for t in (_facts(results), _path_rows(results), _kernel_rows(results), _attention_rows(results),
+                        _profile_rows(results), _serve_rows(results), _latent_rows(results)) if len(t) > 1]
 
 
 def render(results: dict[str, Any]):

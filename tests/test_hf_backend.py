@@ -94,7 +94,7 @@ def test_state_reports_cache_size(qwen):
     assert state.nbytes() > 0
 
 
-def test_grouped_attention_equals_transformers_eager():
+def test_grouped_attention_equals_transformers_eager_on_decode_and_rounds_alike_on_prefill():
     from types import SimpleNamespace
 
     from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
@@ -111,7 +111,10 @@ def test_grouped_attention_equals_transformers_eager():
         ours, _ = grouped_attention(module, query, key, value, mask, scaling=0.125)
         theirs, _ = eager_attention_forward(module, query, key, value, mask, scaling=0.125)
         assert ours.shape == theirs.shape == (3, q_len, 14, 64)
-        assert torch.equal(ours, theirs), (q_len, total)   # the same products and sums, only without copies
+        if q_len == 1:   # a decode step: the same products and sums, only without copies
+            assert torch.equal(ours, theirs), (q_len, total)
+        else:            # a prefill chunk runs the fused kernel: float32 inside, one bf16 rounding apart at most
+            assert torch.allclose(ours.float(), theirs.float(), rtol=2 ** -7, atol=2 ** -7), (q_len, total)
 
 
 def test_prefix_cache_reuses_a_growing_conversation(qwen):

@@ -71,7 +71,7 @@ def test_summary_ratios_and_report():
     results["summary"] = summary
     text = speed_report.markdown(results, command="python bench/speed.py")
     assert "| int8 | 10.0 (100 ms/step) | - | 50% |" in text and "continuous batching" in text
-    assert "| llama.cpp Q8_0 | 16.0 | 20.0 | 80% | 1.25× | 200 | 3.20× / 2.00× |" in text
+    assert "| llama.cpp Q8_0 | 16.0 | 20.0 | 80% | 1.25× | 200 | - | 3.20× / 2.00× |" in text
     assert "| llama.cpp mix | failed to load |" in text
     assert "| bf16-modules | 12.3 | 3/8 | 8/8 |" in text
 
@@ -101,6 +101,21 @@ def test_gguf_requantised_to_q8_0_keeps_metadata_and_values(tmp_path):
     old, new = pairs[5][0], pairs[5][1]
     want, got = dequantize(old.data, old.tensor_type), dequantize(new.data, new.tensor_type)
     assert np.abs(got - want).max() <= np.abs(want).max() / 127
+
+
+def test_attention_candidates_time_both_kernels_over_every_layer():
+    from types import SimpleNamespace
+
+    import speed_kernels
+
+    config = SimpleNamespace(num_attention_heads=4, num_key_value_heads=2, hidden_size=64, num_hidden_layers=3)
+    measured = speed_kernels.attention_candidates(config, new_tokens=16, cached_tokens=32, repeats=1)
+    assert len(measured) == 2 and all(m["ms_all_layers"] > 0 and m["cached_tokens"] == 32 for m in measured.values())
+
+
+def test_prefill_after_a_cache_times_only_the_new_tokens(smollm2):
+    row = speed.prefill_after_cache_throughput(smollm2, new_tokens=16, cached_tokens=32, repeats=1)
+    assert row["prompt_tokens"] == 16 and row["cached_tokens"] == 32 and row["tokens_per_s"] > 0
 
 
 def test_matmul_candidates_report_every_routine():

@@ -8,11 +8,18 @@ decode-sized shapes; on long prefill chunks the last bit can differ, see bench/r
 (`RECURSA_ATTENTION=eager` restores transformers' own). Like eager, it leaves a row's greedy tokens independent
 of its batch except where two candidate tokens tie within bf16 rounding: with more than one thread the batched
 matmul splits its work by batch size, so at an exact tie either path can pick either token.
+
+Prefill chunks (more than one query) go to torch's fused CPU kernel (`scaled_dot_product_attention`) instead: the
+eager arithmetic materialises a float32 [G·q, T] score matrix per head group, which made prefill attention over a
+long cache ~8× slower than the fused kernel and the largest cost of an agent server (bench/results/attention.md).
+Its rounding depends on where the padding falls, by about one bf16 unit, the same order as the matmuls' own
+row-count rounding, so a row's tokens alone and batched still part only at near-ties (the tests check this).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
@@ -23,6 +30,16 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
                       **_: object) -> tuple[torch.Tensor, None]:
     """query [B, H, q, D], key/value [B, KV, T, D], additive mask [B, 1, q, T] → output [B, q, H, D]."""
+    if query.shape[2] > 1:
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
+                                             enable_gqa=True)
+        return out.transpose(1, 2).contiguous(), None
+    return grouped_eager(query, key, value, attention_mask, scaling), None
+
+
+def grouped_eager(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,
+                  scaling: float) -> torch.Tensor:
+    """Eager attention's arithmetic with the G query heads of a group stacked against their key/value head."""
     batch, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     group = heads // kv_heads
@@ -32,7 +49,7 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
         scores = scores + attention_mask.repeat(1, 1, group, 1)               # the same mask for every head
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     out = torch.matmul(weights, value)                                        # [B, KV, G·q, D]
-    return out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous(), None
+    return out.reshape(batch, heads, q_len, dim).transpose(1, 2).contiguous()
 
 
 def register() -> str:
