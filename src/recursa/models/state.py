@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
 
+from recursa.models.kv_cache import new_cache
+
 
 @dataclass
 class SequenceState:
@@ -25,7 +27,7 @@ class SequenceState:
 
     @classmethod
     def empty(cls, config: object, batch_size: int, device: torch.device | str = "cpu") -> SequenceState:
-        return cls(DynamicCache(config=config), torch.zeros(batch_size, 0, dtype=torch.long, device=device),
+        return cls(new_cache(config), torch.zeros(batch_size, 0, dtype=torch.long, device=device),
                    torch.zeros(batch_size, dtype=torch.long, device=device))
 
     @property
