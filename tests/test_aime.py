@@ -124,6 +124,44 @@ def test_malformed_replies_are_answered_and_recovered(tmp_path):
     assert (tmp_path / "ws" / "a.txt").read_text() == "hi"
 
 
+def test_a_reply_cut_off_by_the_token_limit_is_asked_again_shorter():
+    from pydantic import BaseModel, TypeAdapter
+
+    from recursa.methods.aime.structured import ask
+    from recursa.models.base import Completion, Sampling
+
+    class Note(BaseModel):
+        text: str
+
+    class CutOnce:
+        name = "cut-once"
+
+        def __init__(self):
+            self.replies = [Completion('{"text": "aaaaaaaa', "length", 10, 384),
+                            Completion('{"text": "ok"}', "stop", 10, 5)]
+            self.prompts = []
+
+        def generate(self, batch, sampling):
+            self.prompts.append(batch[0])
+            return [self.replies.pop(0)]
+
+    model = CutOnce()
+    reply = ask(model, [{"role": "user", "content": "note"}], TypeAdapter(Note), Sampling(max_tokens=384))
+    assert reply.value.text == "ok" and reply.errors == ["cut off at the limit of 384 tokens before it ended"]
+    assert "much shorter" in model.prompts[1][-1]["content"]
+
+
+def test_every_tool_reply_fits_the_actor_token_default_when_its_strings_run_to_their_caps():
+    from recursa.methods.aime.factory import THOUGHT_CHARS
+    from recursa.methods.aime.method import AimeConfig
+    from recursa.methods.aime.toolkits import python, workspace
+
+    tokens = AimeConfig().max_tokens
+    for args in (python.PythonArgs, workspace.WriteArgs):
+        chars = THOUGHT_CHARS + sum(f.metadata[0].max_length for f in args.model_fields.values() if f.metadata)
+        assert chars / 3.5 + 30 < tokens, args   # ~3.5 characters a token in code and prose, ~30 for the JSON
+
+
 def test_planner_mistakes_are_corrected_against_the_board(tmp_path):
     model = ScriptedModel([plan(("1", "Write a.txt"), task_id="9"), call("write_file", path="a.txt", content="x"),
                            finish(), plan(action="dispatch", task_id="1")])     # 1 is done: nothing left -> finish

@@ -90,8 +90,13 @@ def ask(model: ChatModel, conversation: Conversation, adapter: TypeAdapter, samp
         if error is None:
             reply.value = value
             return reply
+        if completion.finish_reason == "length":   # the same prompt would only run out of room again
+            error = f"cut off at the limit of {sampling.max_tokens} tokens before it ended"
+            advice = ("Reply again with a much shorter JSON object: a one-sentence thought and short arguments "
+                      "(code of a few lines).")
+        else:
+            advice = "Reply again with one JSON object that follows the required format, and nothing else."
         reply.errors.append(error)
         messages = [*conversation, {"role": "assistant", "content": completion.text[:2000]},
-                    {"role": "user", "content": f"That reply was not valid ({error}). Reply again with one JSON "
-                                                "object that follows the required format, and nothing else."}]
+                    {"role": "user", "content": f"That reply was not valid ({error}). {advice}"}]
     return reply

@@ -28,8 +28,10 @@ _INTERNAL = {"worker.log"}
 CODE_WITHOUT_DOUBLE_QUOTES = r'^[^"]*\n$'
 
 
+# The caps of a reply's strings (this one, the 240-character thought) fit the actor's 384-token default together,
+# so a reply that runs to a cap is still closed by the schema constraint instead of cut off by the token limit.
 class PythonArgs(BaseModel):
-    code: str = Field(max_length=1500, json_schema_extra={"pattern": CODE_WITHOUT_DOUBLE_QUOTES},
+    code: str = Field(max_length=900, json_schema_extra={"pattern": CODE_WITHOUT_DOUBLE_QUOTES},
                       description="Python source ending in a newline; string literals in single quotes")
 
 

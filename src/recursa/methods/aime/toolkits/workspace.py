@@ -51,7 +51,7 @@ class ReadArgs(BaseModel):
 
 class WriteArgs(BaseModel):
     path: str = Field(max_length=200)
-    content: str = Field(max_length=3000)
+    content: str = Field(max_length=700)   # with the path and thought, within the actor's token default (see python.py)
 
 
 class ListArgs(BaseModel):
