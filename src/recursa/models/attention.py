@@ -1,19 +1,13 @@
-"""Grouped-query eager attention without the key/value copies: same numbers as transformers' eager path, faster.
+"""Attention of the local backend: torch's fused CPU kernel, registered for the transformers modules too.
 
-transformers' eager attention repeats every key/value head once per query head of its group (`repeat_kv`): it
-copies the whole cache G times per layer per step, which made attention the slowest part of a batched decode step
-once caches grew (bench/results/attention.md). Here the G query heads of a group are stacked against their shared
-key/value head instead. The dot products and reductions are those of the eager path (a test checks equality on
-decode-sized shapes; on long prefill chunks the last bit can differ, see bench/results/attention.md). The default
-(`RECURSA_ATTENTION=eager` restores transformers' own). Like eager, it leaves a row's greedy tokens independent
-of its batch except where two candidate tokens tie within bf16 rounding: with more than one thread the batched
-matmul splits its work by batch size, so at an exact tie either path can pick either token.
-
-Prefill chunks (more than one query) go to torch's fused CPU kernel (`scaled_dot_product_attention`) instead: the
-eager arithmetic materialises a float32 [G·q, T] score matrix per head group, which made prefill attention over a
-long cache ~8× slower than the fused kernel and the largest cost of an agent server (bench/results/attention.md).
-Its rounding depends on where the padding falls, by about one bf16 unit, the same order as the matmuls' own
-row-count rounding, so a row's tokens alone and batched still part only at near-ties (the tests check this).
+Every step runs `scaled_dot_product_attention` with grouped-query heads (`enable_gqa`). It reads the growing KV
+cache's strided views directly (models/kv_cache.py) and keeps its softmax in float32 blocks: over a cached agent
+prefix it was 7.8x faster than the eager arithmetic for a 512-token prefill chunk and made batched decode steps
+~1.3x faster (bench/results/attention.md). Its rounding depends on where a row's padding falls, by about one bf16
+unit, the same order as the matmuls' own row-count rounding, so a row's greedy tokens alone and batched part only
+at near-ties of the two best tokens (the tests check this). `grouped_eager` is transformers' eager arithmetic
+without its key/value copies, kept as the reference the tests and bench/speed.py compare against;
+`RECURSA_ATTENTION=eager` runs transformers' own modules.
 """
 
 from __future__ import annotations
@@ -30,11 +24,9 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
                       **_: object) -> tuple[torch.Tensor, None]:
     """query [B, H, q, D], key/value [B, KV, T, D], additive mask [B, 1, q, T] → output [B, q, H, D]."""
-    if query.shape[2] > 1:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
-                                             enable_gqa=True)
-        return out.transpose(1, 2).contiguous(), None
-    return grouped_eager(query, key, value, attention_mask, scaling), None
+    out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
+                                         enable_gqa=True)
+    return out.transpose(1, 2).contiguous(), None
 
 
 def grouped_eager(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None,

@@ -49,8 +49,8 @@ def _batch_invariant_linear(module: torch.nn.Linear, x: torch.Tensor) -> torch.T
 
 
 def make_batch_invariant(model: torch.nn.Module) -> None:
-    """Results of a row must not depend on its batch: eager attention (SDPA's CPU kernel rounds differently
-    when the padding changes) and row-count-independent linears."""
+    """Results of a row must not depend on its batch beyond near-ties: per-row masks (attention.py) and
+    row-count-independent linears."""
     softcap = getattr(model.config, "attn_logit_softcapping", None)
     choice = "eager" if softcap else settings().attention              # softcapping models: always plain eager
     model.set_attn_implementation(attention.register() if choice == "grouped" else choice)
