@@ -74,25 +74,23 @@ class GrowingLayer(DynamicLayer):
     def values(self, tensor: torch.Tensor | None) -> None:
         self._values.assign(tensor)
 
+    def _twin(self, copy_attribute, keys: torch.Tensor | None, values: torch.Tensor | None) -> GrowingLayer:
+        twin = self.__class__.__new__(self.__class__)
+        twin.__dict__.update({k: copy_attribute(v) for k, v in self.__dict__.items() if k not in ("_keys", "_values")})
+        twin._keys, twin._values = _Grown(), _Grown()
+        twin._keys.assign(keys)
+        twin._values.assign(values)
+        return twin
+
     def __copy__(self) -> GrowingLayer:
         """A twin sharing the filled positions but not the spare room: an append on either side writes only
         into its own memory (the twin's first append reallocates)."""
-        twin = self.__class__.__new__(self.__class__)
-        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_keys", "_values")})
-        twin._keys, twin._values = _Grown(), _Grown()
-        twin._keys.assign(self.keys)
-        twin._values.assign(self.values)
-        return twin
+        return self._twin(lambda v: v, self.keys, self.values)
 
     def __deepcopy__(self, memo: dict) -> GrowingLayer:
         """A copy of the filled positions only (a prefix-cache entry does not keep spare room)."""
-        twin = self.__class__.__new__(self.__class__)
-        twin.__dict__.update({k: copy.deepcopy(v, memo) for k, v in self.__dict__.items()
-                              if k not in ("_keys", "_values")})
-        twin._keys, twin._values = _Grown(), _Grown()
-        twin._keys.assign(None if self.keys is None else self.keys.clone())
-        twin._values.assign(None if self.values is None else self.values.clone())
-        return twin
+        return self._twin(lambda v: copy.deepcopy(v, memo), None if self.keys is None else self.keys.clone(),
+                          None if self.values is None else self.values.clone())
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs
                ) -> tuple[torch.Tensor, torch.Tensor]:
