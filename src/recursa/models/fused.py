@@ -134,7 +134,7 @@ class FusedLayer:
         return {"qkv": self.qkv, "o": self.o, "gate_up": self.gate_up, "down": self.down}
 
     def forward(self, h: torch.Tensor, cache: DynamicCache, index: int, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, attention_kind: str) -> torch.Tensor:
+                mask: torch.Tensor) -> torch.Tensor:
         batch, t, _ = h.shape
         qkv = self.qkv(rms_norm(h, self.in_norm, self.eps))                      # [B, t, q + 2 kv]
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
@@ -142,11 +142,7 @@ class FusedLayer:
         k = rotate(k.view(batch, t, -1, self.head_dim).transpose(1, 2), cos, sin)   # [B, KV, t, D]
         v = v.view(batch, t, -1, self.head_dim).transpose(1, 2)
         k, v = cache.update(k, v, index)                                          # [B, KV, T, D]
-        if attention_kind == "sdpa":
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True)
-            out = out.transpose(1, 2)
-        else:
-            out, _ = attention.grouped_attention(None, q, k, v, mask, self.scaling)   # [B, t, H, D]
+        out, _ = attention.fused_grouped_attention(None, q, k, v, mask, self.scaling)       # [B, t, H, D]
         h = h + self.o(out.reshape(batch, t, self.q_size))
         gate, up = self.gate_up(rms_norm(h, self.post_norm, self.eps)).split(self.intermediate, dim=-1)
         return h + self.down(F.silu(gate) * up)
@@ -208,7 +204,7 @@ class FusedDecoder:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)                           # [B, 1, t, D]
         additive = _additive_mask(mask, h.shape[1], h.dtype)
         for index, layer in enumerate(self.layers):
-            h = layer.forward(h, cache, index, cos, sin, additive, self.attention_kind)
+            h = layer.forward(h, cache, index, cos, sin, additive)
         return rms_norm(h, self.norm, self.eps)
 
     @torch.inference_mode()

@@ -31,7 +31,7 @@ from recursa.models.sampling import RowProgress, choose_tokens, sampling_generat
 from recursa.models.state import SequenceState
 
 PAD_QUANTUM = 16            # multi-token segments are left-padded to a multiple of this (batch invariance)
-ATTENTION_BYTES = 512 << 20   # bounds the eager attention matrix of one prefill chunk
+EAGER_SCORE_BYTES = 512 << 20   # bounds the score matrix transformers' eager attention builds per prefill chunk
 PREFILL_TOKENS = 512          # tokens per prefill forward (all rows): bigger batches spill the CPU caches
 
 
@@ -232,9 +232,12 @@ class HFModel:
         return padded.to(self.device), seg_mask.to(self.device)
 
     def _prefill_chunk(self, state: SequenceState, width: int) -> int:
-        """Positions per prefill forward: bounded by the attention matrix and by PREFILL_TOKENS over all rows."""
-        bytes_per_query = 4 * state.batch_size * self.config.num_attention_heads * (state.length + width)
-        chunk = min(ATTENTION_BYTES // bytes_per_query, PREFILL_TOKENS // state.batch_size)
+        """Positions per prefill forward: PREFILL_TOKENS over all rows, and under eager attention (the only kernel
+        that materialises its scores) the score matrix's size."""
+        chunk = PREFILL_TOKENS // state.batch_size
+        if self.attention == "eager":
+            bytes_per_query = 4 * state.batch_size * self.config.num_attention_heads * (state.length + width)
+            chunk = min(chunk, EAGER_SCORE_BYTES // bytes_per_query)
         return max(PAD_QUANTUM, chunk // PAD_QUANTUM * PAD_QUANTUM)
 
     def prefill(self, state: SequenceState, ids: list[list[int]]) -> torch.Tensor:
