@@ -109,6 +109,17 @@ def test_each_guard_stops_the_actor_and_the_planner_decides(tmp_path, guard, scr
         assert report.pointers == ["f0.txt", "f1.txt", "f2.txt"]       # it returns what it has
 
 
+def test_a_failed_call_runs_once_more_before_the_repeat_guard_refuses_it(tmp_path):
+    again = call("read_file", path="data.txt")
+    model = ScriptedModel([plan(("1", "Read data.txt")), again, again, again, again,
+                           plan(action="give_up", answer="stuck")])
+    answer = aime(model, tmp_path).run("Read data.txt")
+    observations = [prompt[-1]["content"] for prompt in model.root_prompts[2:5]]
+    assert "no file 'data.txt'" in observations[0] and "no file 'data.txt'" in observations[1]   # retried
+    assert "already made this exact call" in observations[2]
+    assert ProgressBoard(answer.meta["board"]).reports()[0].guard == "repeat"
+
+
 def test_malformed_replies_are_answered_and_recovered(tmp_path):
     model = ScriptedModel([
         "Sure! First we should read the file.",                       # planner: no JSON at all

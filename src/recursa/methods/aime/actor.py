@@ -3,7 +3,8 @@
 Besides its toolkits an actor has `update_progress(status, message)`, which writes to the board while it works,
 and `finish(status, summary, pointers)`, its structured report. Guards end the loop early with what it has (the
 planner decides what next): a step cap, a repeated identical tool call (the first repeat is refused with a warning,
-the next one stops the actor), and no progress (no new, successful observation) for K steps in a row.
+the next one stops the actor; a call that failed first runs once more as it was), and no progress (no new,
+successful observation) for K steps in a row.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     result = ActorResult(Report(spec.task.id, "failed", ""))
     messages = [{"role": "system", "content": spec.system}, {"role": "user", "content": spec.user}]
     calls: dict[str, int] = {}
+    failed: set[str] = set()         # calls whose last run failed
+    retried: set[str] = set()
     seen: set[str] = set()
     useful: list[str] = []
     last_result = ""                 # the last successful observation that was not a write confirmation
@@ -135,7 +138,10 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                 return result
             else:
                 key = name + json.dumps(call, sort_keys=True)
-                calls[key] = calls.get(key, 0) + 1
+                if key in failed and key not in retried:
+                    retried.add(key)      # tools fail transiently: a failed call may run once more as it was
+                else:
+                    calls[key] = calls.get(key, 0) + 1
                 if calls[key] > limits.max_repeats:
                     guard = "repeat"
                     break
@@ -147,6 +153,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     observation, progress = "noted on the board", call["status"] == "milestone"
                 else:
                     observation, ok = _run_tool(spec, name, call)
+                    (failed.discard if ok else failed.add)(key)
                     progress = ok and (observation not in seen or spec.tools[name].writes)
                     seen.add(observation)
                     if ok:
