@@ -265,6 +265,23 @@ def cmd_report(args: argparse.Namespace) -> None:
         cells = [f"{sum(r['success'] for r in rows if r['kind'] == k)}/{sum(r['kind'] == k for r in rows)}"
                  for k in kinds]
         print(f"| {model} | {system} | " + " | ".join(cells) + " |")
+    _report_common_goals(by)
+
+
+def _report_common_goals(by: dict[tuple[str, str], list[dict]]) -> None:
+    """Success on the goals that every system of a model finished: a run cut short finishes the cheap systems'
+    goals first, so their rates over different goal sets do not compare."""
+    from recursa.eval.report import wilson_interval
+
+    print("\nOn the goals every system finished (per model):\n\n| model | goals | system | success | 95% CI |")
+    print("|---|---|---|---|---|")
+    for model in sorted({m for m, _ in by}):
+        systems = sorted(s for m, s in by if m == model)
+        common = set.intersection(*({r["id"] for r in by[(model, s)]} for s in systems))
+        for system in systems:
+            wins = sum(r["success"] for r in by[(model, system)] if r["id"] in common)
+            low, high = wilson_interval(wins, len(common)) if common else (0.0, 1.0)
+            print(f"| {model} | {len(common)} | {system} | {wins}/{len(common)} | {low:.0%}–{high:.0%} |")
 
 
 def main() -> None:
