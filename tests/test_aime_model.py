@@ -83,6 +83,8 @@ def test_code_argument_admits_no_double_quote_so_small_models_need_no_escaping(s
     allowed = constraint.mask([prefix], logits)[0] > float("-inf")
     single, double = (tokenizer.convert_tokens_to_ids(t) for t in ("'", '"'))
     assert allowed[single] and not allowed[double]              # mid-line the string cannot close
+    escaped = [i for i in allowed.nonzero().flatten().tolist() if '\\"' in tokenizer.decode([i])]
+    assert not escaped, [tokenizer.decode([i]) for i in escaped[:5]]   # nor hold an escaped quote
     line_end = tokenizer.encode('{"thought":"count","tool":"run_python","code":"print(1)\\n', add_special_tokens=False)
     assert (constraint.mask([line_end], logits)[0] > float("-inf"))[double]   # after a newline it can
     assert adapter.validate_python({"thought": "", "tool": "run_python", "code": 'print("x")'})   # over HTTP

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from recursa.core.sandbox import PythonWorker
 from recursa.methods.aime.toolkits.base import Tool, ToolEnv, ToolFailure, Toolkit
+from recursa.methods.aime.toolkits.fstrings import requote_nested_fstrings
 from recursa.methods.aime.toolkits.workspace import list_files, resolve
 
 MAX_FILE_BYTES = 5_000_000
@@ -24,8 +25,9 @@ _INTERNAL = {"worker.log"}
 # Code travels inside a JSON string. A small model that writes a bare `"` in it ends the string under the schema
 # constraint and loses the rest of its line. With `"` excluded and the code ending in a newline, the string can only
 # close at the end of a line, and mid-line the mask steers the model to `'` (no escaping needed). The pattern is a
-# decoding constraint only: code from a backend without one is still accepted as written.
-CODE_WITHOUT_DOUBLE_QUOTES = r'^[^"]*\n$'
+# decoding constraint only: code from a backend without one is still accepted as written. llguidance 1.9 lets an
+# escaped quote through a class that excludes only `"` (`[^"]`); excluding NUL too makes it check escapes.
+CODE_WITHOUT_DOUBLE_QUOTES = r'^[^"\x00]*\n$'
 
 
 # The caps of a reply's strings (this one, the 240-character thought) fit the actor's 384-token default together,
@@ -87,7 +89,7 @@ def toolkit(env: ToolEnv) -> Toolkit:
 
     def run(args: PythonArgs) -> str:
         sync.push()
-        result = worker.execute(args.code)
+        result = worker.execute(requote_nested_fstrings(args.code))
         changed = sync.pull()
         text = result.text()
         if changed:

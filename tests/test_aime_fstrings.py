@@ -1,0 +1,48 @@
+"""Model-written f-strings that nest single quotes (valid only from Python 3.12 on) run in the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from recursa.core.budget import Budget
+from recursa.methods.aime.toolkits import python
+from recursa.methods.aime.toolkits.base import ToolEnv
+from recursa.methods.aime.toolkits.fstrings import requote_nested_fstrings
+
+TRIPLE = "'" * 3
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("print(f'largest: {max(r['n'] for r in rows)}')\n", "print(f\"largest: {max(r['n'] for r in rows)}\")\n"),
+    ("x = {'a': 1}  # it's a dict\nprint(f'{x['a']} and {x['a']:>3} {{literal}}', 'plain')\n",
+     "x = {'a': 1}  # it's a dict\nprint(f\"{x['a']} and {x['a']:>3} {{literal}}\", 'plain')\n"),
+    ("name = 'if'\nprint(rf'{name} {d['k']}', f'{name}')\n", "name = 'if'\nprint(rf\"{name} {d['k']}\", f'{name}')\n"),
+    (f"s = {TRIPLE}f'{{a['b']}}{TRIPLE} + f'{{d['k']}}'\n",          # the first is plain text, left alone
+     f"s = {TRIPLE}f'{{a['b']}}{TRIPLE} + f\"{{d['k']}}\"\n"),
+])
+def test_quote_nesting_fstrings_get_double_quotes(code, expected):
+    compile(expected, "<code>", "exec")
+    try:
+        compile(code, "<code>", "exec")
+        expected = code                  # Python 3.12 or later: valid as written, so left alone
+    except SyntaxError:
+        pass
+    assert requote_nested_fstrings(code) == expected
+
+
+@pytest.mark.parametrize("code", [
+    "print(f'{x}')\n",                   # compiles as written
+    "print(f'{x['a']}'\n",               # another error stays, so nothing changes
+])
+def test_other_code_is_left_as_written(code):
+    assert requote_nested_fstrings(code) == code
+
+
+def test_the_python_tool_runs_a_quote_nesting_fstring(tmp_path):
+    kit = python.toolkit(ToolEnv(tmp_path, None, Budget()))
+    try:
+        tool = kit.tools[0]
+        code = "row = {'crates': 83}\nprint(f'largest: {row['crates']}')\n"
+        assert "largest: 83" in tool.run(tool.args(code=code))
+    finally:
+        kit.close()
