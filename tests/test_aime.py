@@ -326,3 +326,30 @@ def test_a_done_report_carries_the_last_result_its_summary_left_out(tmp_path):
     model = ScriptedModel([call("write_file", path="x.txt", content="1"), call("read_file", path="x.txt"),
                            finish(summary="x.txt holds 1")])
     assert aime(model, tmp_path / "solo", planner="none").run("write x").text == "x.txt holds 1"
+
+
+def test_a_failed_task_is_retried_before_a_later_one_and_the_retry_sees_why_it_failed(tmp_path):
+    model = ScriptedModel([plan(("1", "Write data.txt"), ("2", "Write summary.txt")),
+                           finish("failed", "data.txt is locked"),
+                           plan(task_id="2"),                                  # skips past the failure
+                           call("write_file", path="data.txt", content="7"), finish(summary="wrote 7"),
+                           plan(task_id="2"),
+                           call("write_file", path="summary.txt", content="7"), finish(summary="summary written"),
+                           plan(action="finish", answer="7")])
+    answer = aime(model, tmp_path).run("write data.txt, then summary.txt")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status, t.attempts) for t in board.tasks()] == [("1", "done", 2), ("2", "done", 1)]
+    assert answer.meta["planner_corrections"] == 1
+    retry_prompt = model.root_prompts[3][-1]["content"]
+    assert "An earlier attempt at this task failed: data.txt is locked" in retry_prompt
+    assert "An earlier attempt" not in model.root_prompts[1][-1]["content"]
+
+
+def test_the_planner_may_dispatch_a_failed_task_again_until_its_attempts_run_out(tmp_path):
+    model = ScriptedModel([plan(("1", "Write data.txt")), finish("failed", "locked"),
+                           plan(task_id="1"), finish("failed", "still locked"),
+                           plan(task_id="1"),                                  # a third try is refused
+                           plan(action="give_up", answer="locked")])
+    answer = aime(model, tmp_path).run("write data.txt")
+    task = ProgressBoard(answer.meta["board"]).task("1")
+    assert (task.status, task.attempts) == ("blocked", 2) and answer.meta["state"] == "gave_up"

@@ -86,8 +86,11 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
     earlier = [t for t in board.tasks() if t.status == "done" and t.id != task.id]
     lines = [f"- task {t.id} ({t.title}): {t.result}" + (f" [files: {', '.join(t.pointers)}]" if t.pointers else "")
              for t in earlier]
+    if lines:
+        lines.insert(0, "Results of earlier tasks:")
+    lines += [f"An earlier attempt at this task failed: {r.summary[:300]}" for r in board.reports(task.id)
+              if r.status != "done"][-1:]
     user = fill("actor_task", title=task.title, criteria=task.criteria or "the task is complete",
-                                          goal=goal, earlier=("Results of earlier tasks:\n" + "\n".join(lines))
-                                          if lines else "")
+                goal=goal, earlier="\n".join(lines))
     all_tools = tools + builtin
     return ActorSpec(task, system, user, kits, {t.name: t for t in all_tools}, step_adapter(all_tools), env)

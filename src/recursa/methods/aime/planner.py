@@ -114,7 +114,15 @@ class Planner:
         if decision.action == "give_up":
             return Step("give_up", answer=decision.answer.strip() or "the planner gave up", added=added, reply=reply)
         task = board.task(decision.task_id.strip())
+        if task is not None and task.status == "failed":   # dispatching a failed task again is a retry
+            board.set_status(task.id, "pending")
+            return Step("dispatch", board.task(task.id), added=added, reply=reply)
         if task is not None and task.status == "pending":
+            unresolved = _unresolved_failure(board, task) if not added else None
+            if unresolved is not None:   # later tasks build on the failed one: retry it before moving on
+                board.set_status(unresolved.id, "pending")
+                return Step("dispatch", board.task(unresolved.id), reply=reply,
+                            corrected=f"task {unresolved.id} failed and nothing replaces it")
             return Step("dispatch", task, added=added, reply=reply)
         fallback = self._fallback(board, reply, f"task {decision.task_id!r} is not pending")
         fallback.added = added
@@ -129,6 +137,19 @@ class Planner:
                 t.status in ("done", "blocked") for t in board.tasks()):
             return Step("finish", answer=_last_result(board), reply=reply, corrected=why)
         return Step("give_up", answer=f"no task to run ({why})", reply=reply, corrected=why)
+
+
+def _unresolved_failure(board: ProgressBoard, chosen: BoardTask) -> BoardTask | None:
+    """The task of the latest report, when it failed and comes before `chosen`: the planner moved past a failure
+    without adding a task to work around it, but tasks run in order and later ones build on earlier results."""
+    reports = board.reports()
+    if not reports or reports[-1].status == "done":
+        return None
+    order = {t.id: i for i, t in enumerate(board.tasks())}
+    failed = board.task(reports[-1].task_id)
+    if failed is None or failed.status != "failed" or order[failed.id] > order[chosen.id]:
+        return None
+    return failed
 
 
 def already_planned(board: ProgressBoard, title: str) -> bool:
