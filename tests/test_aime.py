@@ -353,3 +353,15 @@ def test_the_planner_may_dispatch_a_failed_task_again_until_its_attempts_run_out
     answer = aime(model, tmp_path).run("write data.txt")
     task = ProgressBoard(answer.meta["board"]).task("1")
     assert (task.status, task.attempts) == ("blocked", 2) and answer.meta["state"] == "gave_up"
+
+
+@pytest.mark.parametrize("first_reply", [plan(action="finish", answer="25"), plan(action="give_up", answer="no"),
+                                         "not json at all"])
+def test_a_planner_that_ends_before_planning_anything_gets_the_whole_goal_as_one_task(tmp_path, first_reply):
+    replies = [first_reply] * (3 if first_reply.startswith("not") else 1)   # an invalid reply is asked again twice
+    model = ScriptedModel([*replies, call("write_file", path="a.txt", content="25"),
+                           finish(summary="a.txt holds 25", pointers=["a.txt"]), plan(action="finish", answer="25")])
+    answer = aime(model, tmp_path).run("write 25 to a.txt")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.title, t.status) for t in board.tasks()] == [("write 25 to a.txt", "done")]
+    assert (tmp_path / "ws" / "a.txt").read_text() == "25" and answer.meta["planner_corrections"] == 1

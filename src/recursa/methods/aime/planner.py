@@ -94,7 +94,7 @@ class Planner:
         reply = ask(self.model, self.messages(goal, board, note), DECISION, self.sampling, budget, self.retries)
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
-            return self._fallback(board, reply, "the planner's reply was not valid")
+            return self._fallback(goal, board, reply, "the planner's reply was not valid")
         added = 0
         for item in decision.add:
             title = clean_title(item.title)
@@ -104,6 +104,8 @@ class Planner:
             board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
                                      item.role or "a careful assistant"))
             added += 1
+        if decision.action != "dispatch" and not board.tasks():   # an answer from nothing: try the goal first
+            return self._fallback(goal, board, reply, f"{decision.action} before any task was planned")
         if decision.action == "finish":
             answer = decision.answer.strip() or _last_result(board)
             pending = board.next_pending()
@@ -124,12 +126,15 @@ class Planner:
                 return Step("dispatch", board.task(unresolved.id), reply=reply,
                             corrected=f"task {unresolved.id} failed and nothing replaces it")
             return Step("dispatch", task, added=added, reply=reply)
-        fallback = self._fallback(board, reply, f"task {decision.task_id!r} is not pending")
+        fallback = self._fallback(goal, board, reply, f"task {decision.task_id!r} is not pending")
         fallback.added = added
         return fallback
 
-    @staticmethod
-    def _fallback(board: ProgressBoard, reply: Reply, why: str) -> Step:
+    def _fallback(self, goal: str, board: ProgressBoard, reply: Reply, why: str) -> Step:
+        if not board.tasks():   # nothing planned yet: the whole goal is the one task, as the single actor has it
+            task = board.add_task(BoardTask("1", goal, "the goal is met", None, list(self.toolkits),
+                                            "a capable assistant"))
+            return Step("dispatch", task, reply=reply, corrected=why)
         pending = board.next_pending()
         if pending is not None:
             return Step("dispatch", pending, reply=reply, corrected=why)
