@@ -365,3 +365,13 @@ def test_a_planner_that_ends_before_planning_anything_gets_the_whole_goal_as_one
     board = ProgressBoard(answer.meta["board"])
     assert [(t.title, t.status) for t in board.tasks()] == [("write 25 to a.txt", "done")]
     assert (tmp_path / "ws" / "a.txt").read_text() == "25" and answer.meta["planner_corrections"] == 1
+
+
+def test_the_trace_keeps_every_planner_and_actor_reply_as_written(tmp_path):
+    script = [plan(("1", "Write a.txt")), call("write_file", path="a.txt", content="a"), finish(summary="a written"),
+              plan(action="finish", answer="a")]
+    answer = aime(ScriptedModel(list(script)), tmp_path).run("write a.txt", runs_dir=tmp_path / "runs")
+    events = [json.loads(line) for line in Path(answer.trace_path).read_text().splitlines()]
+    replies = [e["text"] for e in events if (e["kind"], e["name"]) == ("actor", "reply")]
+    planned = [e["reply"] for e in events if (e["kind"], e["name"]) == ("planner", "step")]
+    assert replies == script[1:3] and planned == [script[0], script[3]]

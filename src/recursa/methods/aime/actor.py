@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from recursa.core.budget import Budget
 from recursa.core.errors import BudgetExceeded
-from recursa.core.trace import span
+from recursa.core.trace import current_tracer, span
 from recursa.methods.aime.board import ProgressBoard, Report
 from recursa.methods.aime.factory import ActorSpec
 from recursa.methods.aime.structured import ask
@@ -61,6 +61,13 @@ def _run_tool(spec: ActorSpec, name: str, args: dict) -> tuple[str, bool]:
         if s is not None:
             s.set(ok=ok, observation=text[:300])
     return text, ok
+
+
+def _trace_reply(task_id: str, step: int, text: str, errors: list[str]) -> None:
+    """The actor's reply as the model wrote it, so a failed run can be read back step by step."""
+    tracer = current_tracer()
+    if tracer is not None:
+        tracer.event("actor", "reply", task_id=task_id, step=step, text=text[:1500], invalid=errors[-1:])
 
 
 def with_evidence(summary: str, observation: str, chars: int = 200) -> str:
@@ -119,6 +126,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
         reply = ask(model, _trim(messages, limits.history_steps), spec.adapter, sampling, budget, limits.retries)
         result.completions += reply.completions
         result.invalid_replies += len(reply.errors)
+        _trace_reply(spec.task.id, step, reply.text, reply.errors)
         progress = False
         if reply.value is None:
             observation = f"Error: your reply was not valid ({reply.errors[-1]}). Reply with one JSON tool call."

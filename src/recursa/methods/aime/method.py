@@ -169,8 +169,10 @@ class Aime(MethodBase):
         note = ""
         for _ in range(self.config.max_rounds):
             had_tasks = bool(board.tasks())
-            with span("planner", "step", aime_run=board.meta("goal")[:60]):
+            with span("planner", "step", aime_run=board.meta("goal")[:60]) as traced:
                 step = planner.step(goal, board, budget, note)
+                if traced is not None and step.reply is not None:
+                    traced.set(reply=step.reply.text[:1500], corrected=step.corrected)
             stats.add("planner", step.reply.completions if step.reply else [])
             stats.invalid += len(step.reply.errors) if step.reply else 0
             stats.replans += int(had_tasks and step.added > 0)
