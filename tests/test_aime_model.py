@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from recursa.methods.aime.board import ProgressBoard
 from recursa.methods.aime.factory import step_adapter
-from recursa.methods.aime.structured import ask
+from recursa.methods.aime.structured import ask, closed
 from recursa.methods.aime.toolkits import Tool
 from recursa.methods.aime.toolkits.python import PythonArgs
 from recursa.methods.base import create
@@ -72,6 +72,18 @@ def test_long_context_toolkit_answers_from_a_file_beyond_the_prompt(qwen, tmp_pa
     tool = kit.tools[0]
     observation = tool.run(tool.args(path="archive.log", question="What is the access code of vault Tarn?"))
     assert "6142" in observation
+
+
+def test_a_reply_can_hold_no_key_its_schema_does_not_name(smollm2):
+    adapter = step_adapter([Tool("run_python", "", PythonArgs, lambda a: "")])
+    tokenizer, logits = smollm2.tokenizer, torch.zeros(1, len(smollm2.tokenizer))
+    after_code = tokenizer.encode('{"thought":"count","tool":"run_python","code":"print(1)\\n"',
+                                  add_special_tokens=False)
+    comma, brace = (tokenizer.convert_tokens_to_ids(t) for t in (",", "}"))
+    open_mask = JsonSchemaConstraint(tokenizer, adapter.json_schema()).mask([after_code], logits)[0] > float("-inf")
+    assert open_mask[comma]                          # pydantic's own schema leaves room for a key of the model's
+    mask = JsonSchemaConstraint(tokenizer, closed(adapter.json_schema())).mask([after_code], logits)[0] > float("-inf")
+    assert mask[brace] and not mask[comma]
 
 
 def test_code_argument_admits_no_double_quote_so_small_models_need_no_escaping(smollm2):

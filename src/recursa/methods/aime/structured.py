@@ -40,6 +40,20 @@ def constraint_for(model: ChatModel, schema: dict[str, Any]) -> Any:
     return SchemaOnly(schema)
 
 
+def closed(schema: Any) -> Any:
+    """The schema with every object closed to keys it does not name (`additionalProperties: false`): pydantic
+    leaves objects open, and a grammar built from an open schema lets a small model append keys of its own (an
+    actor's call grew "code" and "output" keys under a knowledge search), spending tokens on text nobody reads."""
+    if isinstance(schema, list):
+        return [closed(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: closed(value) for key, value in schema.items()}
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
 @dataclass
 class Reply:
     """A structured reply: the value (None when every attempt was invalid), the raw text and what it cost."""
@@ -75,7 +89,7 @@ def parse(text: str, adapter: TypeAdapter) -> tuple[Any, str | None]:
 def ask(model: ChatModel, conversation: Conversation, adapter: TypeAdapter, sampling: Sampling,
         budget: Budget | None = None, retries: int = 2) -> Reply:
     """Generate a reply of type `adapter` under a schema constraint; on an invalid reply, say why and ask again."""
-    schema = adapter.json_schema()
+    schema = closed(adapter.json_schema())
     constrained = Sampling(max_tokens=sampling.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
                            seed=sampling.seed, constraint=constraint_for(model, schema))
     messages = list(conversation)
