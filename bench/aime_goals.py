@@ -215,9 +215,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     # goal-major: an interrupted run still compares the systems on (nearly) the same goals
     todo = [(goal, system) for goal in goals for system in args.systems.split(",") if (system, goal["id"]) not in done]
     lock = threading.Lock()
+    commit = _commit()
 
     def run_and_keep(goal: dict, system: str) -> None:
-        record = {"model": args.model, "backend": args.base_url or "local", **run_one(model, system, goal, out)}
+        record = {"model": args.model, "backend": args.base_url or "local", "commit": commit,
+                  **run_one(model, system, goal, out)}
         if record.pop("lost_to_server"):   # the server went down: not the system's result; rerun
             print(f"not kept (server unreachable): {system} {goal['id']}", flush=True)
             return
@@ -229,6 +231,15 @@ def cmd_run(args: argparse.Namespace) -> None:
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         for future in [pool.submit(run_and_keep, goal, system) for goal, system in todo]:
             future.result()
+
+
+def _commit() -> str:
+    """The checkout's commit, kept with each record: a suite resumed after a change mixes two."""
+    import subprocess
+
+    here = Path(__file__).parent
+    done = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip() or "unknown"
 
 
 def cmd_make(args: argparse.Namespace) -> None:

@@ -1,12 +1,12 @@
-"""Attention of the local backend: torch's fused CPU kernel, registered for the transformers modules too.
+"""Attention of the local backend: torch's fused CPU kernel for prefill, grouped eager arithmetic for decode.
 
-Every step runs `scaled_dot_product_attention` with grouped-query heads (`enable_gqa`). It reads the growing KV
-cache's strided views directly (models/kv_cache.py) and keeps its softmax in float32 blocks: over a cached agent
-prefix it was 7.8x faster than the eager arithmetic for a 512-token prefill chunk and made batched decode steps
-~1.3x faster (bench/results/attention.md). Its rounding depends on where a row's padding falls, by about one bf16
-unit, the same order as the matmuls' own row-count rounding, so a row's greedy tokens alone and batched part only
-at near-ties of the two best tokens (the tests check this). `grouped_eager` is transformers' eager arithmetic
-without its key/value copies, kept as the reference the tests and bench/speed.py compare against;
+Prefill chunks run `scaled_dot_product_attention` with grouped-query heads (`enable_gqa`): it reads the growing KV
+cache's strided views directly (models/kv_cache.py) and keeps its softmax in float32 blocks, 7.8x faster than the
+eager arithmetic for a 512-token chunk over a cached agent prefix. Its rounding depends on where a row's padding
+falls, by about one bf16 unit, the same order as the matmuls' own row-count rounding, so a row's greedy tokens
+alone and batched part only at near-ties of the two best tokens (the tests check this). Decode steps (one query
+per row) run `grouped_eager`, transformers' eager arithmetic without its key/value copies, which was 3-6x faster
+than the fused kernel at a server's batch on the cache's bf16 views (bench/results/attention.md).
 `RECURSA_ATTENTION=eager` runs transformers' own modules.
 """
 
@@ -23,7 +23,12 @@ NAME = "recursa_grouped"
 def fused_grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
                       **_: object) -> tuple[torch.Tensor, None]:
-    """query [B, H, q, D], key/value [B, KV, T, D], additive mask [B, 1, q, T] → output [B, q, H, D]."""
+    """query [B, H, q, D], key/value [B, KV, T, D], additive mask [B, 1, q, T] → output [B, q, H, D].
+
+    A decode step (one query per row) runs the grouped eager arithmetic: on the cache's bf16 views the fused
+    kernel was 3–6x slower there at a server's batch (bench/results/attention.md); longer chunks run fused."""
+    if query.shape[2] == 1:
+        return grouped_eager(query, key, value, attention_mask, scaling), None
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
                                          enable_gqa=True)
     return out.transpose(1, 2).contiguous(), None
