@@ -99,7 +99,7 @@ def test_attention_rounds_like_transformers_eager_and_the_reference_equals_it():
 
     from transformers.models.qwen2.modeling_qwen2 import eager_attention_forward
 
-    from recursa.models.attention import fused_grouped_attention, grouped_eager
+    from recursa.models.attention import grouped_attention, grouped_eager
 
     torch.manual_seed(0)
     module = SimpleNamespace(num_key_value_groups=7, training=False)
@@ -108,7 +108,7 @@ def test_attention_rounds_like_transformers_eager_and_the_reference_equals_it():
         key, value = torch.randn(3, 2, total, 64).bfloat16(), torch.randn(3, 2, total, 64).bfloat16()
         mask = torch.zeros(3, 1, q_len, total, dtype=torch.bfloat16)
         mask[1, :, :, :7] = torch.finfo(torch.bfloat16).min      # a padded row
-        ours, _ = fused_grouped_attention(module, query, key, value, mask, scaling=0.125)
+        ours, _ = grouped_attention(module, query, key, value, mask, scaling=0.125)
         theirs, _ = eager_attention_forward(module, query, key, value, mask, scaling=0.125)
         assert ours.shape == theirs.shape == (3, q_len, 14, 64)
         # the fused kernel: float32 inside, one bf16 rounding apart at most

@@ -20,7 +20,7 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 NAME = "recursa_grouped"
 
 
-def fused_grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       attention_mask: torch.Tensor | None, scaling: float, dropout: float = 0.0,
                       **_: object) -> tuple[torch.Tensor, None]:
     """query [B, H, q, D], key/value [B, KV, T, D], additive mask [B, 1, q, T] → output [B, q, H, D].
@@ -51,6 +51,6 @@ def grouped_eager(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, a
 
 def register() -> str:
     """Make the implementation selectable with `model.set_attn_implementation(NAME)` (eager's float masks)."""
-    AttentionInterface.register(NAME, fused_grouped_attention)
+    AttentionInterface.register(NAME, grouped_attention)
     ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, eager_mask)
     return NAME

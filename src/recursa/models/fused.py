@@ -142,7 +142,7 @@ class FusedLayer:
         k = rotate(k.view(batch, t, -1, self.head_dim).transpose(1, 2), cos, sin)   # [B, KV, t, D]
         v = v.view(batch, t, -1, self.head_dim).transpose(1, 2)
         k, v = cache.update(k, v, index)                                          # [B, KV, T, D]
-        out, _ = attention.fused_grouped_attention(None, q, k, v, mask, self.scaling)       # [B, t, H, D]
+        out, _ = attention.grouped_attention(None, q, k, v, mask, self.scaling)       # [B, t, H, D]
         h = h + self.o(out.reshape(batch, t, self.q_size))
         gate, up = self.gate_up(rms_norm(h, self.post_norm, self.eps)).split(self.intermediate, dim=-1)
         return h + self.down(F.silu(gate) * up)

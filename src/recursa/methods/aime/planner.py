@@ -117,13 +117,11 @@ class Planner:
             return Step("give_up", answer=decision.answer.strip() or "the planner gave up", added=added, reply=reply)
         task = board.task(decision.task_id.strip())
         if task is not None and task.status == "failed":   # dispatching a failed task again is a retry
-            board.set_status(task.id, "pending")
-            return Step("dispatch", board.task(task.id), added=added, reply=reply)
+            return Step("dispatch", _requeue(board, task), added=added, reply=reply)
         if task is not None and task.status == "pending":
             unresolved = _unresolved_failure(board, task) if not added else None
             if unresolved is not None:   # later tasks build on the failed one: retry it before moving on
-                board.set_status(unresolved.id, "pending")
-                return Step("dispatch", board.task(unresolved.id), reply=reply,
+                return Step("dispatch", _requeue(board, unresolved), reply=reply,
                             corrected=f"task {unresolved.id} failed and nothing replaces it")
             return Step("dispatch", task, added=added, reply=reply)
         fallback = self._fallback(goal, board, reply, f"task {decision.task_id!r} is not pending")
@@ -150,11 +148,19 @@ def _unresolved_failure(board: ProgressBoard, chosen: BoardTask) -> BoardTask | 
     reports = board.reports()
     if not reports or reports[-1].status == "done":
         return None
-    order = {t.id: i for i, t in enumerate(board.tasks())}
-    failed = board.task(reports[-1].task_id)
+    tasks = board.tasks()
+    order = {t.id: i for i, t in enumerate(tasks)}
+    failed = next((t for t in tasks if t.id == reports[-1].task_id), None)
     if failed is None or failed.status != "failed" or order[failed.id] > order[chosen.id]:
         return None
     return failed
+
+
+def _requeue(board: ProgressBoard, task: BoardTask) -> BoardTask:
+    """A failed task set back to pending, for a retry (the run's attempt cap still counts its tries)."""
+    board.set_status(task.id, "pending")
+    task.status = "pending"
+    return task
 
 
 def already_planned(board: ProgressBoard, title: str) -> bool:
