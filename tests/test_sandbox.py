@@ -200,6 +200,11 @@ def test_worker_keeps_state_and_shows_trailing_expression(worker):
     assert worker.execute("len(context)").stdout == "12\n"
 
 
+def test_code_imports_a_module_from_its_work_directory(worker):
+    assert worker.execute("open('helper.py', 'w').write('def twice(x):\\n    return 2 * x\\n')").ok
+    assert worker.execute("import helper\nprint(helper.twice(21))").stdout == "42\n"
+
+
 def test_worker_reports_errors_with_traceback_and_keeps_going(worker):
     worker.execute("y = 5")
     result = worker.execute("def f(:\n  pass")

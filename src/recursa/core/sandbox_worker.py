@@ -175,6 +175,9 @@ def serve_repl() -> None:
 def main(argv: list[str]) -> None:
     mode, cpu, memory, fsize = argv[0], int(argv[1]), int(argv[2]), int(argv[3])
     apply_limits(cpu, memory, fsize)
+    # -I keeps the host's site and environment out, and with them the work directory: put that back, so code can
+    # import the modules beside it, as `python script.py` run from that directory can
+    sys.path.insert(0, os.getcwd())
     if mode == "run":
         sys.argv = [argv[4]]
         runpy.run_path(argv[4], run_name="__main__")
