@@ -175,9 +175,11 @@ def test_every_tool_reply_fits_the_actor_token_default_when_its_strings_run_to_t
 
 def test_planner_mistakes_are_corrected_against_the_board(tmp_path):
     model = ScriptedModel([plan(("1", "Write a.txt"), task_id="9"), call("write_file", path="a.txt", content="x"),
-                           finish(), plan(action="dispatch", task_id="1")])     # 1 is done: nothing left -> finish
+                           finish(), plan(action="dispatch", task_id="1"),      # 1 is done: sent back (a redo)
+                           call("write_file", path="a.txt", content="y"), finish(),
+                           plan(action="dispatch", task_id="1")])     # 1 has no tries left: nothing left -> finish
     answer = aime(model, tmp_path).run("goal")
-    assert answer.meta["planner_corrections"] == 2 and answer.meta["state"] == "finished"
+    assert answer.meta["planner_corrections"] == 3 and answer.meta["state"] == "finished"
 
 
 def test_workspace_refuses_escapes(tmp_path):

@@ -92,6 +92,16 @@ def missing_files(spec: ActorSpec, pointers: list[str]) -> list[str]:
     return missing
 
 
+def repeat_refusal(earlier: str, chars: int = 600) -> str:
+    """The answer to a call made again as it was: its earlier result, shown again (small models repeat a search
+    whose result named what to look up next), and what to do instead."""
+    text = "You already made this exact call. "
+    if earlier:
+        text += f"It returned: {earlier[:chars]}\n"
+    return text + ("If that answers the task, finish with it. If it names something you still need to look up, "
+                   "search for that name instead. Otherwise do something different.")
+
+
 def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str]) -> str | None:
     """Why a "done" report is sent back (once per reason): no tool has succeeded yet, so its result is shown
     nowhere; or it points at workspace files that were never written."""
@@ -115,6 +125,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     messages = [{"role": "system", "content": spec.system}, {"role": "user", "content": spec.user}]
     calls: dict[str, int] = {}
     failed: set[str] = set()         # calls whose last run failed
+    observed: dict[str, str] = {}    # call → what it returned, shown again when the call is repeated
     retried: set[str] = set()
     seen: set[str] = set()
     useful: list[str] = []
@@ -154,13 +165,13 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     guard = "repeat"
                     break
                 if calls[key] > 1:   # the same note twice is a loop too, not progress
-                    observation = ("You already made this exact call and saw its result. Do something different, "
-                                   "or finish.")
+                    observation = repeat_refusal(observed.get(key, ""))
                 elif name == "update_progress":
                     board.progress(spec.task.id, call["status"], call["message"])
                     observation, progress = "noted on the board", call["status"] == "milestone"
                 else:
                     observation, ok = _run_tool(spec, name, call)
+                    observed[key] = observation
                     (failed.discard if ok else failed.add)(key)
                     progress = ok and (observation not in seen or spec.tools[name].writes)
                     seen.add(observation)

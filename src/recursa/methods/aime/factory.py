@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
-from recursa.methods.aime.board import BoardTask, ProgressBoard
+from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
 from recursa.methods.aime.planner import fill
 from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit, build
-from recursa.methods.aime.toolkits.workspace import list_files
+from recursa.methods.aime.toolkits.workspace import list_files, long_files
 
 THOUGHT_CHARS = 240
 
@@ -67,8 +67,36 @@ def step_adapter(tools: list[Tool]) -> TypeAdapter:
     return TypeAdapter(Annotated[union, Field(discriminator="tool")])
 
 
-def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, max_steps: int) -> ActorSpec:
-    names = list(dict.fromkeys([*task.toolkits, "workspace"]))
+def toolkits_for(task: BoardTask, env: ToolEnv, offered: tuple[str, ...] | list[str]) -> list[str]:
+    """The planner's choice, the workspace (reports point at files), and `long-context` where the task names a
+    workspace file too long to read whole and the run offers it: small planners give such a task plain `python`."""
+    names = [*task.toolkits, "workspace"]
+    wording = f"{task.title} {task.criteria}"
+    if "long-context" in offered and any(name in wording for name in long_files(env.workspace)):
+        names.append("long-context")
+    return list(dict.fromkeys(names))
+
+
+def _environment(env: ToolEnv, max_steps: int) -> str:
+    long = set(long_files(env.workspace))
+    files = ", ".join(f"{name} (too long to read whole)" if name in long else name
+                      for name in list_files(env.workspace)) or "none"
+    return (f"date {time.strftime('%Y-%m-%d')}; workspace files: {files}; at most {max_steps} tool calls; "
+            "no internet.")
+
+
+def earlier_attempt(report: Report) -> str:
+    """What the actor of a task run again is told about the last attempt: why it failed, or that its "done"
+    result was sent back by the planner (judged wrong or incomplete against the criteria)."""
+    if report.status != "done":
+        return f"An earlier attempt at this task failed: {report.summary[:300]}"
+    return (f"An earlier attempt reported this as done: {report.summary[:300]}\nThe planner sent the task back: "
+            "that result is wrong or incomplete. Check it against the criteria and get it another way.")
+
+
+def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, max_steps: int,
+                offered: tuple[str, ...] | list[str] = ()) -> ActorSpec:
+    names = toolkits_for(task, env, offered)
     kits = build(names, env)
     tools = [tool for kit in kits for tool in kit.tools]
     builtin = [Tool("update_progress", "", ProgressArgs, lambda a: ""), Tool("finish", "", FinishArgs, lambda a: "")]
@@ -78,18 +106,14 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
         found = env.knowledge.search(f"{task.title} {task.criteria}", k=3)
         if found:
             knowledge = "Knowledge found for this task:\n" + "\n".join(f"[{p.source}] {p.text}" for p in found) + "\n"
-    files = ", ".join(list_files(env.workspace)) or "none"
-    environment = (f"date {time.strftime('%Y-%m-%d')}; workspace files: {files}; at most {max_steps} tool calls; "
-                   "no internet.")
     system = fill("actor", role=task.role or "a careful assistant", tools=described,
-                                       knowledge=knowledge, environment=environment)
+                  knowledge=knowledge, environment=_environment(env, max_steps))
     earlier = [t for t in board.tasks() if t.status == "done" and t.id != task.id]
     lines = [f"- task {t.id} ({t.title}): {t.result}" + (f" [files: {', '.join(t.pointers)}]" if t.pointers else "")
              for t in earlier]
     if lines:
         lines.insert(0, "Results of earlier tasks:")
-    lines += [f"An earlier attempt at this task failed: {r.summary[:300]}" for r in board.reports(task.id)
-              if r.status != "done"][-1:]
+    lines += [earlier_attempt(report) for report in board.reports(task.id)[-1:]]
     user = fill("actor_task", title=task.title, criteria=task.criteria or "the task is complete",
                 goal=goal, earlier="\n".join(lines))
     all_tools = tools + builtin

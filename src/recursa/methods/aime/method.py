@@ -165,7 +165,7 @@ class Aime(MethodBase):
                 self._dispatch(task, goal, board, workspace, budget, stats)
             done = board.tasks()[0]
             return done.result, "finished" if done.status == "done" else "gave_up"
-        planner = Planner(self.model, kits, self.sampling, self.config.retries)
+        planner = Planner(self.model, kits, self.sampling, self.config.retries, self.config.max_attempts)
         note = ""
         for _ in range(self.config.max_rounds):
             had_tasks = bool(board.tasks())
@@ -192,16 +192,21 @@ class Aime(MethodBase):
                   stats: _Stats):
         board.set_status(task.id, "running")
         env = self._env(workspace, budget)
-        spec = build_actor(task, goal, board, env, self.limits.max_steps)
+        spec = build_actor(task, goal, board, env, self.limits.max_steps,
+                           offered=available(self.model, self.knowledge_base))
         try:
             with span("actor", task.id, title=task.title[:80], toolkits=",".join(t.name for t in spec.toolkits)):
                 result = run_actor(self.model, spec, board, budget, self.sampling, self.limits)
         finally:
             spec.close()
         report = result.report
+        sent_back = next((r for r in reversed(board.reports(task.id)) if r.status == "done"), None)
         board.add_report(report)
-        board.set_status(task.id, "done" if report.status == "done" else "failed", result=report.summary,
-                         pointers=report.pointers)
+        if report.status != "done" and sent_back is not None:   # a failed redo keeps the result it was to replace
+            board.set_status(task.id, "done", result=sent_back.summary, pointers=sent_back.pointers)
+        else:
+            board.set_status(task.id, "done" if report.status == "done" else "failed", result=report.summary,
+                             pointers=report.pointers)
         stats.add(f"actor {task.id}", result.completions)
         stats.invalid += result.invalid_replies
         if report.guard:

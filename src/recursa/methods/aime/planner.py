@@ -77,8 +77,10 @@ class Step:
 
 
 class Planner:
-    def __init__(self, model: ChatModel, toolkits: list[str], sampling: Sampling, retries: int = 2):
+    def __init__(self, model: ChatModel, toolkits: list[str], sampling: Sampling, retries: int = 2,
+                 max_attempts: int = 2):
         self.model, self.toolkits, self.sampling, self.retries = model, toolkits, sampling, retries
+        self.max_attempts = max_attempts
 
     def messages(self, goal: str, board: ProgressBoard, note: str = "") -> list[dict[str, str]]:
         docs = "\n  ".join(f"- {TOOLKIT_DOCS[name]}" for name in self.toolkits)
@@ -96,9 +98,13 @@ class Planner:
         if decision is None:   # every attempt invalid: keep going with the board as it is
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
         added = 0
+        readded: dict[str, BoardTask] = {}   # id of a re-added task → the done task of the same title
         for item in decision.add:
             title = clean_title(item.title)
             if already_planned(board, title):   # small planners resend their whole plan at every step
+                same = _same_title(board, title)
+                if same is not None and same.status == "done":
+                    readded[item.id.strip()] = same
                 continue
             toolkits = [name for name in item.toolkits if name in self.toolkits] or ["python", "workspace"]
             board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
@@ -115,7 +121,10 @@ class Planner:
             return Step("finish", answer=answer, added=added, reply=reply)
         if decision.action == "give_up":
             return Step("give_up", answer=decision.answer.strip() or "the planner gave up", added=added, reply=reply)
-        task = board.task(decision.task_id.strip())
+        task = board.task(decision.task_id.strip()) or readded.get(decision.task_id.strip())
+        if task is not None and task.status == "done" and self._may_redo(board, task):
+            return Step("dispatch", _requeue(board, task), added=added, reply=reply,
+                        corrected=f"task {task.id} sent back: its result was judged wrong")
         if task is not None and task.status == "failed":   # dispatching a failed task again is a retry
             return Step("dispatch", _requeue(board, task), added=added, reply=reply)
         if task is not None and task.status == "pending":
@@ -127,6 +136,12 @@ class Planner:
         fallback = self._fallback(goal, board, reply, f"task {decision.task_id!r} is not pending")
         fallback.added = added
         return fallback
+
+    def _may_redo(self, board: ProgressBoard, task: BoardTask) -> bool:
+        """Dispatching a done task once all planned work is done sends it back: the planner judged its result
+        wrong (a small model's "done" is not always right). Only while it has tries left, so a result is never
+        lost to the attempt cap; with work still pending, the dispatch is taken as a slip."""
+        return board.next_pending() is None and task.attempts < self.max_attempts
 
     def _fallback(self, goal: str, board: ProgressBoard, reply: Reply, why: str) -> Step:
         if not board.tasks():   # nothing planned yet: the whole goal is the one task, as the single actor has it
@@ -163,11 +178,15 @@ def _requeue(board: ProgressBoard, task: BoardTask) -> BoardTask:
     return task
 
 
+def _same_title(board: ProgressBoard, title: str) -> BoardTask | None:
+    key = " ".join(title.lower().split())
+    return next((t for t in board.tasks() if " ".join(t.title.lower().split()) == key and t.status != "failed"), None)
+
+
 def already_planned(board: ProgressBoard, title: str) -> bool:
     """A task with this title is on the board and has not failed: adding it again would only repeat work (a
     failed task may come back as a new one, a retry)."""
-    key = " ".join(title.lower().split())
-    return any(" ".join(t.title.lower().split()) == key and t.status != "failed" for t in board.tasks())
+    return _same_title(board, title) is not None
 
 
 def clean_title(title: str) -> str:

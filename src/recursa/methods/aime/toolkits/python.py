@@ -83,6 +83,19 @@ class WorkspaceSync:
         return changed
 
 
+_NETWORK_ERRORS = ("ConnectionError", "NameResolutionError", "gaierror", "URLError", "Max retries exceeded",
+                   "Temporary failure in name resolution")
+
+
+def _with_network_hint(text: str, env: ToolEnv) -> str:
+    """A failure that came from reaching for the network, told as such first (the end of a traceback may be cut
+    from the observation): small models answer a connection error by calling the same imagined API again."""
+    if not any(marker in text for marker in _NETWORK_ERRORS):
+        return text
+    files = ", ".join(list_files(env.workspace)) or "none"
+    return f"there is no network here; use the workspace's files and tools instead (files: {files}).\n{text}"
+
+
 def toolkit(env: ToolEnv) -> Toolkit:
     worker = PythonWorker(timeout=float(env.options.get("block_timeout", 20.0)), max_output_chars=2000)
     sync = WorkspaceSync(env, worker.workdir)
@@ -95,7 +108,7 @@ def toolkit(env: ToolEnv) -> Toolkit:
         if changed:
             text += f"\n(files written: {', '.join(changed)})"
         if not result.ok:
-            raise ToolFailure(text)
+            raise ToolFailure(_with_network_hint(text, env))
         return text
 
     return Toolkit("python", "run Python code (a persistent session; the workspace files are in its folder)",

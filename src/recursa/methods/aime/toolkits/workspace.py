@@ -14,6 +14,7 @@ from recursa.methods.aime.toolkits.base import Tool, ToolEnv, ToolFailure, Toolk
 
 MAX_READ_CHARS = 4000
 MAX_FILES_LISTED = 50
+LONG_FILE_BYTES = 32_000        # beyond what an actor can read into its prompt (~8k tokens)
 
 
 def resolve(workspace: Path, relative: str) -> Path:
@@ -45,6 +46,12 @@ def list_files(workspace: Path) -> list[str]:
     return found[:MAX_FILES_LISTED]
 
 
+def long_files(workspace: Path) -> list[str]:
+    """The workspace's files too long to read whole into an actor's prompt."""
+    root = workspace.resolve()
+    return [name for name in list_files(workspace) if (root / name).stat().st_size > LONG_FILE_BYTES]
+
+
 class ReadArgs(BaseModel):
     path: str = Field(max_length=200)
 
@@ -64,8 +71,11 @@ def toolkit(env: ToolEnv) -> Toolkit:
         if not path.is_file():
             raise ToolFailure(f"no file {args.path!r}; files: {', '.join(list_files(env.workspace)) or 'none'}")
         text = path.read_text(encoding="utf-8", errors="replace")
-        more = f"\n... [{len(text) - MAX_READ_CHARS} more characters]" if len(text) > MAX_READ_CHARS else ""
-        return text[:MAX_READ_CHARS] + more
+        if len(text) <= MAX_READ_CHARS:
+            return text
+        # said first: observations are cut to the actor's window, so a note at the end would never be seen
+        return (f"[{args.path} has {len(text):,} characters; only its beginning is shown. Find what you need in "
+                f"the whole file with code, or with ask_document where you have it.]\n" + text[:MAX_READ_CHARS])
 
     def write(args: WriteArgs) -> str:
         path = resolve(env.workspace, args.path)

@@ -1,0 +1,99 @@
+"""Aime sends back a "done" result it judges wrong; actors see what they already found and which files are too long."""
+
+from __future__ import annotations
+
+from fakes import ScriptedModel
+from test_aime import aime, call, finish, plan
+
+from recursa.methods.aime.board import BoardTask, ProgressBoard
+from recursa.methods.aime.factory import toolkits_for
+from recursa.methods.aime.toolkits import ToolEnv, ToolFailure, build
+from recursa.methods.aime.toolkits.workspace import LONG_FILE_BYTES
+
+
+def test_a_done_task_dispatched_again_is_redone_and_its_actor_told_the_result_was_sent_back(tmp_path):
+    model = ScriptedModel([plan(("1", "Find the vault code")),
+                           call("write_file", path="code.txt", content="78"), finish(summary="78"),
+                           plan(("2", "Find the vault code"), task_id="2"),   # re-added under a new id: a redo
+                           call("write_file", path="code.txt", content="3244"), finish(summary="3244"),
+                           plan(action="finish", answer="3244")])
+    answer = aime(model, tmp_path).run("find the vault code")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status, t.attempts, t.result) for t in board.tasks()] == [("1", "done", 2, "3244")]
+    redo_prompt = model.root_prompts[4][-1]["content"]
+    assert "An earlier attempt reported this as done: 78" in redo_prompt and "sent the task back" in redo_prompt
+    assert answer.text == "3244" and answer.meta["planner_corrections"] == 1
+
+
+def test_a_failed_redo_keeps_the_result_and_the_attempt_cap_ends_the_redos(tmp_path):
+    model = ScriptedModel([plan(("1", "Find the vault code")),
+                           call("write_file", path="code.txt", content="78"), finish(summary="78"),
+                           plan(task_id="1"),                                  # sent back
+                           finish("failed", "nothing better found"),
+                           plan(task_id="1"),                                  # no tries left: taken as finished
+                           ])
+    answer = aime(model, tmp_path).run("find the vault code")
+    task = ProgressBoard(answer.meta["board"]).task("1")
+    assert (task.status, task.attempts, task.result) == ("done", 2, "78")
+    assert answer.meta["state"] == "finished" and answer.text == "78"
+
+
+def test_a_done_task_dispatched_while_work_is_pending_is_a_slip_not_a_redo(tmp_path):
+    model = ScriptedModel([plan(("1", "Write a.txt"), ("2", "Write b.txt")),
+                           call("write_file", path="a.txt", content="a"), finish(summary="a written"),
+                           plan(task_id="1"),                                  # task 2 still pending
+                           call("write_file", path="b.txt", content="b"), finish(summary="b written"),
+                           plan(action="finish", answer="both")])
+    answer = aime(model, tmp_path).run("write a.txt and b.txt")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status, t.attempts) for t in board.tasks()] == [("1", "done", 1), ("2", "done", 1)]
+
+
+def test_a_repeated_call_is_answered_with_what_it_returned_before(tmp_path):
+    again = call("list_files")
+    model = ScriptedModel([plan(("1", "List the files")), call("write_file", path="river.txt", content="Fendor"),
+                           again, again, finish(summary="river.txt"), plan(action="finish", answer="river.txt")])
+    aime(model, tmp_path).run("list the files")
+    refusal = model.root_prompts[4][-1]["content"]
+    assert "already made this exact call" in refusal and "It returned: river.txt" in refusal
+
+
+def test_a_long_file_is_announced_before_its_beginning_and_brings_the_long_context_toolkit(tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "archive.log").write_text("line of the log\n" * (LONG_FILE_BYTES // 10))
+    (workspace / "notes.txt").write_text("short")
+    env = ToolEnv(workspace, model=None, budget=None)
+    read = next(t for kit in build(["workspace"], env) for t in kit.tools if t.name == "read_file")
+    shown = read.run(read.args(path="archive.log"))
+    assert shown.startswith("[archive.log has ") and "only its beginning is shown" in shown
+    assert read.run(read.args(path="notes.txt")) == "short"
+    offered = ["python", "workspace", "long-context"]
+    long_task = BoardTask("1", "Find the code in archive.log", "code.txt holds it", None, ["python"], "clerk")
+    short_task = BoardTask("2", "Count the words of notes.txt", "done", None, ["python"], "clerk")
+    assert toolkits_for(long_task, env, offered) == ["python", "workspace", "long-context"]
+    assert toolkits_for(short_task, env, offered) == ["python", "workspace"]
+    assert toolkits_for(long_task, env, ["python", "workspace"]) == ["python", "workspace"]   # not offered
+
+
+def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "ledger.py").write_text("def rates():\n    return {'A': 2}\n")
+    env = ToolEnv(workspace, model=None, budget=None)
+    kit = build(["python"], env)[0]
+    try:
+        run = kit.tools[0]
+        message = ""
+        try:
+            run.run(run.args(code="raise ConnectionError('Max retries exceeded with url: /v6/latest')\n"))
+        except ToolFailure as failure:
+            message = str(failure)
+        assert message.startswith("there is no network here") and "ledger.py" in message
+        try:
+            run.run(run.args(code="1/0\n"))
+        except ToolFailure as failure:
+            assert "network" not in str(failure)
+        assert run.run(run.args(code="import ledger\nprint(ledger.rates()['A'])\n")).strip() == "2"
+    finally:
+        kit.close()
