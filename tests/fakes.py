@@ -31,6 +31,7 @@ class ScriptedModel:
         self.script_when, self.respond, self.fail_on, self.idle = script_when, respond, fail_on, idle
         self.context_window = context_window
         self.calls: list[int] = []                     # batch size of every generate() call
+        self.samplings: list = []                      # the Sampling of every generate() call
         self.root_prompts: list[list[dict]] = []       # scripted conversations, in order
         self.sub_batches: list[list[str]] = []         # last messages of every other batch
 
@@ -44,6 +45,7 @@ class ScriptedModel:
 
     def generate(self, batch, sampling):
         self.calls.append(len(batch))
+        self.samplings.append(sampling)
         for conversation in batch:
             if self.fail_on and self.fail_on in conversation[-1]["content"]:
                 raise ContextTooLongError("scripted: too long")

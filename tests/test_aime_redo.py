@@ -1,4 +1,5 @@
-"""Aime sends back a "done" result it judges wrong; actors see what they already found and which files are too long."""
+"""Aime sends back a "done" result it judges wrong; actors see what they already found, which files are too long,
+that there is no network, and the knowledge given with the goal."""
 
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ def test_a_repeated_call_is_answered_with_what_it_returned_before(tmp_path):
     aime(model, tmp_path).run("list the files")
     refusal = model.root_prompts[4][-1]["content"]
     assert "already made this exact call" in refusal and "It returned: river.txt" in refusal
+    temperatures = [sampling.temperature for sampling in model.samplings]
+    assert temperatures[3] == 0.0 and temperatures[4] == 0.8 and temperatures[5] == 0.0   # sampled after a refusal
 
 
 def test_a_long_file_is_announced_before_its_beginning_and_brings_the_long_context_toolkit(tmp_path):
@@ -74,6 +77,7 @@ def test_a_long_file_is_announced_before_its_beginning_and_brings_the_long_conte
     assert toolkits_for(long_task, env, offered) == ["python", "workspace", "long-context"]
     assert toolkits_for(short_task, env, offered) == ["python", "workspace"]
     assert toolkits_for(long_task, env, ["python", "workspace"]) == ["python", "workspace"]   # not offered
+    assert toolkits_for(short_task, env, [*offered, "knowledge"]) == ["python", "workspace", "knowledge"]
 
 
 def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_path):

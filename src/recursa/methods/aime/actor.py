@@ -10,7 +10,7 @@ successful observation) for K steps in a row.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from recursa.core.budget import Budget
 from recursa.core.errors import BudgetExceeded
@@ -33,6 +33,7 @@ class ActorLimits:
     observation_chars: int = 1500
     history_steps: int = 6          # tool turns kept in the prompt
     retries: int = 2                # invalid (unparseable) replies answered before a step is lost
+    unstick_temperature: float = 0.8  # the reply after a refused repeat is sampled: greedy decoding repeats again
 
 
 @dataclass
@@ -132,9 +133,13 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     last_result = ""                 # the last successful observation that was not a write confirmation
     refusals: set[str] = set()       # each refusal of a "done" report is made once; the next one is taken
     stall, guard, step = 0, "step_cap", 0
+    unstick = replace(sampling, temperature=max(sampling.temperature, limits.unstick_temperature))
+    refused = False                  # the last call was a refused repeat
     for step in range(1, limits.max_steps + 1):
         budget.check()
-        reply = ask(model, _trim(messages, limits.history_steps), spec.adapter, sampling, budget, limits.retries)
+        reply = ask(model, _trim(messages, limits.history_steps), spec.adapter, unstick if refused else sampling,
+                    budget, limits.retries)
+        refused = False
         result.completions += reply.completions
         result.invalid_replies += len(reply.errors)
         _trace_reply(spec.task.id, step, reply.text, reply.errors)
@@ -165,7 +170,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     guard = "repeat"
                     break
                 if calls[key] > 1:   # the same note twice is a loop too, not progress
-                    observation = repeat_refusal(observed.get(key, ""))
+                    observation, refused = repeat_refusal(observed.get(key, "")), True
                 elif name == "update_progress":
                     board.progress(spec.task.id, call["status"], call["message"])
                     observation, progress = "noted on the board", call["status"] == "milestone"

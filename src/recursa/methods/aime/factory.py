@@ -68,9 +68,11 @@ def step_adapter(tools: list[Tool]) -> TypeAdapter:
 
 
 def toolkits_for(task: BoardTask, env: ToolEnv, offered: tuple[str, ...] | list[str]) -> list[str]:
-    """The planner's choice, the workspace (reports point at files), and `long-context` where the task names a
-    workspace file too long to read whole and the run offers it: small planners give such a task plain `python`."""
-    names = [*task.toolkits, "workspace"]
+    """The planner's choice, the workspace (reports point at files), the knowledge given with the goal (a small
+    planner replanned "search the knowledge base" with only `python`), and `long-context` where the task names a
+    workspace file too long to read whole (small planners give such a task plain `python`), where the run offers
+    them."""
+    names = [*task.toolkits, "workspace", *(["knowledge"] if "knowledge" in offered else [])]
     wording = f"{task.title} {task.criteria}"
     if "long-context" in offered and any(name in wording for name in long_files(env.workspace)):
         names.append("long-context")
