@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from recursa.latent.align import Aligner
 from recursa.latent.rollout import latent_rollout
-from recursa.models import registry
+from recursa.models import attention, registry
 from recursa.models.base import Sampling
 from recursa.models.devices import resolve_device, resolve_dtype
 from recursa.models.hf import HFModel, make_batch_invariant
@@ -137,11 +137,15 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=64, help="decoded tokens per row")
     parser.add_argument("--latent-steps", type=int, default=16)
     parser.add_argument("--int8", action="store_true", help="last, switch to int8 weights and time decode again")
+    parser.add_argument("--decode-attention", choices=["eager", "fused"], default="eager",
+                        help="decode steps' attention: the backend's grouped eager arithmetic or the fused kernel")
     args = parser.parse_args()
+    attention.DECODE_RUNS_EAGER = args.decode_attention == "eager"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model, weights = build(args.model, args.device, args.random)
     name = torch.cuda.get_device_name(model.device) if model.device.type == "cuda" else model.device.type
-    table = Table("check", "ok", "seconds", "figure", title=f"{args.model} ({weights}) on {name}, {model.dtype}")
+    table = Table("check", "ok", "seconds", "figure", title=f"{args.model} ({weights}) on {name}, {model.dtype}, "
+                  f"decode attention {args.decode_attention}")
     timed_decode(model, 1, 4)                                   # warm-up: kernels, allocator
     for batch in (1, 16):
         seconds, done = timed_decode(model, batch, args.tokens)

@@ -5,8 +5,9 @@ cache's strided views directly (models/kv_cache.py) and keeps its softmax in flo
 eager arithmetic for a 512-token chunk over a cached agent prefix. Its rounding depends on where a row's padding
 falls, by about one bf16 unit, the same order as the matmuls' own row-count rounding, so a row's greedy tokens
 alone and batched part only at near-ties of the two best tokens (the tests check this). Decode steps (one query
-per row) run `grouped_eager`, transformers' eager arithmetic without its key/value copies, which was 3-6x faster
-than the fused kernel at a server's batch on the cache's bf16 views (bench/results/attention.md).
+per row) run `grouped_eager`, transformers' eager arithmetic without its key/value copies: on the CPU it was 3-6x
+faster than the fused kernel at a server's batch on the cache's bf16 views at one thread; on an H200 the fused call
+alone was faster but whole decode steps were 2-4x slower with it (bench/results/attention.md).
 `RECURSA_ATTENTION=eager` runs transformers' own modules.
 """
 
@@ -18,6 +19,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
 
 NAME = "recursa_grouped"
+DECODE_RUNS_EAGER = True     # False: decode steps run the fused kernel too (bench/device_check.py compares)
 
 
 def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -25,9 +27,9 @@ def grouped_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.T
                       **_: object) -> tuple[torch.Tensor, None]:
     """query [B, H, q, D], key/value [B, KV, T, D], additive mask [B, 1, q, T] → output [B, q, H, D].
 
-    A decode step (one query per row) runs the grouped eager arithmetic: on the cache's bf16 views the fused
-    kernel was 3–6x slower there at a server's batch (bench/results/attention.md); longer chunks run fused."""
-    if query.shape[2] == 1:
+    A decode step (one query per row) runs the grouped eager arithmetic, faster there on the CPU and in whole
+    steps on a GPU (bench/results/attention.md); longer chunks run fused."""
+    if query.shape[2] == 1 and DECODE_RUNS_EAGER:
         return grouped_eager(query, key, value, attention_mask, scaling), None
     out = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, scale=scaling,
                                          enable_gqa=True)
