@@ -250,6 +250,14 @@ def _mean(rows: list[dict], key: str) -> float:
     return sum(r.get(key) or 0 for r in rows) / max(1, len(rows))
 
 
+def _commits(rows: list[dict]) -> str:
+    """Which code ran the records (a resumed suite can mix commits; the peer's records name none)."""
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("commit") or "-"] = counts.get(r.get("commit") or "-", 0) + 1
+    return ", ".join(f"{commit} ×{n}" for commit, n in sorted(counts.items()))
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     from recursa.eval.report import wilson_interval
 
@@ -259,8 +267,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     for r in records:
         by.setdefault((r["model"], r["system"]), []).append(r)
     print("| model | system | n | success | 95% CI | tokens/goal | calls/goal | s/goal | replans | "
-          "guards (cap/repeat/stall) | invalid replies | crashes |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "guards (cap/repeat/stall) | invalid replies | crashes | commits |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (model, system), rows in sorted(by.items()):
         n, wins = len(rows), sum(r["success"] for r in rows)
         low, high = wilson_interval(wins, n)
@@ -268,7 +276,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"| {model} | {system} | {n} | {wins}/{n} = {wins / n:.0%} | {low:.0%}–{high:.0%} | "
               f"{_mean(rows, 'tokens'):.0f} | {_mean(rows, 'model_calls'):.1f} | {_mean(rows, 'seconds'):.0f} | "
               f"{sum(r.get('replans') or 0 for r in rows)} | {'/'.join(map(str, guards))} | "
-              f"{sum(r.get('invalid_replies') or 0 for r in rows)} | {sum(bool(r.get('crash')) for r in rows)} |")
+              f"{sum(r.get('invalid_replies') or 0 for r in rows)} | {sum(bool(r.get('crash')) for r in rows)} | "
+              f"{_commits(rows)} |")
     kinds = sorted({r["kind"] for r in records})
     print("\nSuccesses per kind:\n\n| model | system | " + " | ".join(kinds) + " |")
     print("|---|---|" + "---|" * len(kinds))
