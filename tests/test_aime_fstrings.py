@@ -46,3 +46,14 @@ def test_the_python_tool_runs_a_quote_nesting_fstring(tmp_path):
         assert "largest: 83" in tool.run(tool.args(code=code))
     finally:
         kit.close()
+
+
+def test_a_brace_the_masked_quote_left_after_the_last_line_is_dropped():
+    from recursa.methods.aime.toolkits.code_repair import repair_code
+
+    assert repair_code("print(3143+23)}\n") == "print(3143+23)\n"
+    assert repair_code("x = 1\nprint(x)}}\n") == "x = 1\nprint(x)\n"
+    assert repair_code("d = {'a': 1}\n") == "d = {'a': 1}\n"              # valid: untouched
+    assert repair_code("d = {'a': 1\n") == "d = {'a': 1\n"                # no trailing brace to drop
+    assert repair_code("print(1))}\n") == "print(1))}\n"                  # still invalid: untouched
+    assert repair_code("print(f'{row['a']}')}\n") == "print(f\"{row['a']}\")\n"  # both repairs together

@@ -101,3 +101,13 @@ def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_pat
         assert run.run(run.args(code="import ledger\nprint(ledger.rates()['A'])\n")).strip() == "2"
     finally:
         kit.close()
+
+
+def test_done_is_refused_once_while_a_file_the_task_names_does_not_exist(tmp_path):
+    model = ScriptedModel([plan(("1", "Add 23 to 3143 and write the sum to code.txt")),
+                           call("list_files"), finish(summary="The sum is 3166."),      # the file never written
+                           call("write_file", path="code.txt", content="3166"), finish(summary="3166"),
+                           plan(action="finish", answer="3166")])
+    answer = aime(model, tmp_path).run("write the sum to code.txt")
+    assert "the task names code.txt, which does not exist" in model.root_prompts[3][-1]["content"]
+    assert (tmp_path / "ws" / "code.txt").read_text() == "3166" and answer.text == "3166"

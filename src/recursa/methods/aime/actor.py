@@ -10,6 +10,7 @@ successful observation) for K steps in a row.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 
 from recursa.core.budget import Budget
@@ -19,10 +20,11 @@ from recursa.methods.aime.board import ProgressBoard, Report
 from recursa.methods.aime.factory import ActorSpec
 from recursa.methods.aime.structured import ask
 from recursa.methods.aime.toolkits import ToolFailure
-from recursa.methods.aime.toolkits.workspace import resolve
+from recursa.methods.aime.toolkits.workspace import list_files, resolve
 from recursa.models.base import ChatModel, Completion, Sampling
 
 GUARDS = ("step_cap", "repeat", "no_progress")
+FILE_NAME = re.compile(r"\b[\w-]+\.[A-Za-z][A-Za-z0-9]{1,4}\b")    # report.md, total.txt (not e.g., not 2.5)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ def repeat_refusal(earlier: str, chars: int = 600) -> str:
 
 def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str]) -> str | None:
     """Why a "done" report is sent back (once per reason): no tool has succeeded yet, so its result is shown
-    nowhere; or it points at workspace files that were never written."""
+    nowhere; it points at workspace files that were never written; or its task names a file that does not exist
+    (small models report "done" with the result in the summary and the file the task asked for unwritten)."""
     if call["status"] != "done":
         return None
     if not has_evidence and "evidence" not in refusals:
@@ -117,6 +120,13 @@ def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: se
         refusals.add("missing")
         return (f"Not finished: {', '.join(missing)} does not exist in the workspace. Write it with a tool first, "
                 "then finish.")
+    present = {name.lower() for name in list_files(spec.env.workspace)}
+    unwritten = [name for name in missing_files(spec, FILE_NAME.findall(f"{spec.task.title} {spec.task.criteria}"))
+                 if name.lower() not in present]        # a name written in another case counts as written
+    if unwritten and "unwritten" not in refusals:
+        refusals.add("unwritten")
+        return (f"Not finished: the task names {', '.join(dict.fromkeys(unwritten))}, which does not exist in the "
+                "workspace yet. Write it with a tool first, then finish.")
     return None
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from recursa.core.sandbox import PythonWorker
 from recursa.methods.aime.toolkits.base import Tool, ToolEnv, ToolFailure, Toolkit
-from recursa.methods.aime.toolkits.fstrings import requote_nested_fstrings
+from recursa.methods.aime.toolkits.code_repair import repair_code
 from recursa.methods.aime.toolkits.workspace import list_files, resolve
 
 MAX_FILE_BYTES = 5_000_000
@@ -102,7 +102,7 @@ def toolkit(env: ToolEnv) -> Toolkit:
 
     def run(args: PythonArgs) -> str:
         sync.push()
-        result = worker.execute(requote_nested_fstrings(args.code))
+        result = worker.execute(repair_code(args.code))
         changed = sync.pull()
         text = result.text()
         if changed:
