@@ -23,6 +23,7 @@ def test_a_done_task_dispatched_again_is_redone_and_its_actor_told_the_result_wa
     assert [(t.id, t.status, t.attempts, t.result) for t in board.tasks()] == [("1", "done", 2, "3244")]
     redo_prompt = model.root_prompts[4][-1]["content"]
     assert "An earlier attempt reported this as done: 78" in redo_prompt and "sent the task back" in redo_prompt
+    assert "It wrote code.txt: write it again" in redo_prompt
     assert answer.text == "3244" and answer.meta["planner_corrections"] == 1
 
 
@@ -111,3 +112,15 @@ def test_done_is_refused_once_while_a_file_the_task_names_does_not_exist(tmp_pat
     answer = aime(model, tmp_path).run("write the sum to code.txt")
     assert "the task names code.txt, which does not exist" in model.root_prompts[3][-1]["content"]
     assert (tmp_path / "ws" / "code.txt").read_text() == "3166" and answer.text == "3166"
+
+
+def test_a_redo_that_leaves_the_sent_back_attempts_file_as_it_was_is_refused_once(tmp_path):
+    model = ScriptedModel([plan(("1", "Total the crates into report.md")),
+                           call("write_file", path="report.md", content="total: 241"), finish(summary="241"),
+                           plan(task_id="1"),                                  # sent back
+                           call("list_files"), finish(summary="707"),          # right value, stale file
+                           call("write_file", path="report.md", content="total: 707"), finish(summary="707"),
+                           plan(action="finish", answer="707")])
+    aime(model, tmp_path).run("total the crates into report.md")
+    assert "report.md still holds the sent-back attempt's result" in model.root_prompts[6][-1]["content"]
+    assert (tmp_path / "ws" / "report.md").read_text() == "total: 707"

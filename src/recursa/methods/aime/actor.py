@@ -107,8 +107,9 @@ def repeat_refusal(earlier: str, chars: int = 600) -> str:
 
 def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str]) -> str | None:
     """Why a "done" report is sent back (once per reason): no tool has succeeded yet, so its result is shown
-    nowhere; it points at workspace files that were never written; or its task names a file that does not exist
-    (small models report "done" with the result in the summary and the file the task asked for unwritten)."""
+    nowhere; it points at workspace files that were never written; a redo left the files of the attempt it
+    replaces as they were; or its task names a file that does not exist (small models report "done" with the
+    result in the summary and the file the task asked for unwritten)."""
     if call["status"] != "done":
         return None
     if not has_evidence and "evidence" not in refusals:
@@ -120,6 +121,11 @@ def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: se
         refusals.add("missing")
         return (f"Not finished: {', '.join(missing)} does not exist in the workspace. Write it with a tool first, "
                 "then finish.")
+    stale = [name for name in spec.stale if name not in spec.env.written]
+    if stale and "stale" not in refusals:
+        refusals.add("stale")
+        return (f"Not finished: {', '.join(stale)} still holds the sent-back attempt's result. Write it again with "
+                "yours, then finish.")
     present = {name.lower() for name in list_files(spec.env.workspace)}
     unwritten = [name for name in missing_files(spec, FILE_NAME.findall(f"{spec.task.title} {spec.task.criteria}"))
                  if name.lower() not in present]        # a name written in another case counts as written

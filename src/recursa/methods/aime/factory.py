@@ -11,7 +11,7 @@ files and the actor's limits.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, create_model
@@ -46,6 +46,7 @@ class ActorSpec:
     tools: dict[str, Tool]
     adapter: TypeAdapter            # the schema of one reply: a call of one of `tools`
     env: ToolEnv
+    stale: list[str] = field(default_factory=list)   # files a sent-back attempt wrote: its result, to be replaced
 
     def close(self) -> None:
         for kit in self.toolkits:
@@ -92,8 +93,9 @@ def earlier_attempt(report: Report) -> str:
     result was sent back by the planner (judged wrong or incomplete against the criteria)."""
     if report.status != "done":
         return f"An earlier attempt at this task failed: {report.summary[:300]}"
+    wrote = f" It wrote {', '.join(report.pointers)}: write it again with your result." if report.pointers else ""
     return (f"An earlier attempt reported this as done: {report.summary[:300]}\nThe planner sent the task back: "
-            "that result is wrong or incomplete. Check it against the criteria and get it another way.")
+            f"that result is wrong or incomplete. Check it against the criteria and get it another way.{wrote}")
 
 
 def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, max_steps: int,
@@ -115,8 +117,10 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
              for t in earlier]
     if lines:
         lines.insert(0, "Results of earlier tasks:")
-    lines += [earlier_attempt(report) for report in board.reports(task.id)[-1:]]
+    last = board.reports(task.id)[-1:]
+    lines += [earlier_attempt(report) for report in last]
+    stale = list(last[0].pointers) if last and last[0].status == "done" else []
     user = fill("actor_task", title=task.title, criteria=task.criteria or "the task is complete",
                 goal=goal, earlier="\n".join(lines))
     all_tools = tools + builtin
-    return ActorSpec(task, system, user, kits, {t.name: t for t in all_tools}, step_adapter(all_tools), env)
+    return ActorSpec(task, system, user, kits, {t.name: t for t in all_tools}, step_adapter(all_tools), env, stale)
