@@ -83,8 +83,10 @@ class WorkspaceSync:
         return changed
 
 
-_NETWORK_ERRORS = ("ConnectionError", "NameResolutionError", "gaierror", "URLError", "Max retries exceeded",
-                   "Temporary failure in name resolution")
+# What reaching outside raises in a sandbox without a network; not a bare ConnectionError, which a workspace's own
+# code may raise for a service of its own (a 1.5B actor was told "no network" about a local module's error)
+_NETWORK_ERRORS = ("NameResolutionError", "gaierror", "URLError", "Max retries exceeded", "Network is unreachable",
+                   "Temporary failure in name resolution", "Name or service not known")
 
 
 def _with_network_hint(text: str, env: ToolEnv) -> str:
