@@ -125,3 +125,17 @@ def test_a_redo_that_leaves_the_sent_back_attempts_file_as_it_was_is_refused_onc
     aime(model, tmp_path).run("total the crates into report.md")
     assert "report.md still holds the sent-back attempt's result" in model.root_prompts[6][-1]["content"]
     assert (tmp_path / "ws" / "report.md").read_text() == "total: 707"
+
+
+def test_a_plan_of_one_task_runs_the_goal_in_its_own_words(tmp_path):
+    goal = "Find the rate of TUIX with the ledger's fetch_rates(), multiply 392 by it and write it to total.txt"
+    model = ScriptedModel([plan(("1", "Fetch the rate and write total.txt")),       # numbers and names dropped
+                           call("write_file", path="total.txt", content="101.92"), finish(summary="101.92"),
+                           plan(("2", "Check total.txt"), task_id="2"),               # later tasks keep titles
+                           call("list_files"), finish(summary="checked"),
+                           plan(action="finish", answer="101.92")])
+    answer = aime(model, tmp_path).run(goal)
+    assert [t.title for t in ProgressBoard(answer.meta["board"]).tasks()] == [goal, "Check total.txt"]
+    first_actor = model.root_prompts[1][-1]["content"]
+    assert first_actor.startswith(f"Your task: {goal}") and "for context" not in first_actor
+    assert f"The team's goal (for context): {goal}" in model.root_prompts[4][-1]["content"]

@@ -99,8 +99,10 @@ class Planner:
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
         added = 0
         readded: dict[str, BoardTask] = {}   # id of a re-added task → the done task of the same title
+        whole_goal = not board.tasks() and len(decision.add) == 1
         for item in decision.add:
-            title = clean_title(item.title)
+            # a plan of one task is the goal: its own words, not a paraphrase (small planners drop its numbers)
+            title = goal if whole_goal else clean_title(item.title)
             if already_planned(board, title):   # small planners resend their whole plan at every step
                 same = _same_title(board, title)
                 if same is not None and same.status == "done":
