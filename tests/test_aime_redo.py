@@ -131,7 +131,8 @@ def test_a_plan_of_one_task_runs_the_goal_in_its_own_words(tmp_path):
     goal = "Find the rate of TUIX with the ledger's fetch_rates(), multiply 392 by it and write it to total.txt"
     model = ScriptedModel([plan(("1", "Fetch the rate and write total.txt")),       # numbers and names dropped
                            call("write_file", path="total.txt", content="101.92"), finish(summary="101.92"),
-                           plan(("2", "Check total.txt"), task_id="2"),               # later tasks keep titles
+                           plan(("1", "Fetch the rate and write total.txt"), ("2", "Check total.txt"),
+                                task_id="2"),                   # the plan resent in its words; new tasks keep theirs
                            call("list_files"), finish(summary="checked"),
                            plan(action="finish", answer="101.92")])
     answer = aime(model, tmp_path).run(goal)

@@ -81,6 +81,7 @@ class Planner:
                  max_attempts: int = 2):
         self.model, self.toolkits, self.sampling, self.retries = model, toolkits, sampling, retries
         self.max_attempts = max_attempts
+        self.aliases: dict[str, str] = {}   # the planner's wording of a task → the title on the board
 
     def messages(self, goal: str, board: ProgressBoard, note: str = "") -> list[dict[str, str]]:
         docs = "\n  ".join(f"- {TOOLKIT_DOCS[name]}" for name in self.toolkits)
@@ -101,8 +102,10 @@ class Planner:
         readded: dict[str, BoardTask] = {}   # id of a re-added task → the done task of the same title
         whole_goal = not board.tasks() and len(decision.add) == 1
         for item in decision.add:
-            # a plan of one task is the goal: its own words, not a paraphrase (small planners drop its numbers)
-            title = goal if whole_goal else clean_title(item.title)
+            title = clean_title(item.title)
+            if whole_goal:   # a plan of one task is the goal: its own words (small planners drop its numbers)
+                self.aliases[_key(title)], title = goal, goal
+            title = self.aliases.get(_key(title), title)     # the plan resent in the planner's words
             if already_planned(board, title):   # small planners resend their whole plan at every step
                 same = _same_title(board, title)
                 if same is not None and same.status == "done":
@@ -180,9 +183,12 @@ def _requeue(board: ProgressBoard, task: BoardTask) -> BoardTask:
     return task
 
 
+def _key(title: str) -> str:
+    return " ".join(title.lower().split())
+
+
 def _same_title(board: ProgressBoard, title: str) -> BoardTask | None:
-    key = " ".join(title.lower().split())
-    return next((t for t in board.tasks() if " ".join(t.title.lower().split()) == key and t.status != "failed"), None)
+    return next((t for t in board.tasks() if _key(t.title) == _key(title) and t.status != "failed"), None)
 
 
 def already_planned(board: ProgressBoard, title: str) -> bool:
