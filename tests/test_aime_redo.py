@@ -138,5 +138,5 @@ def test_a_plan_of_one_task_runs_the_goal_in_its_own_words(tmp_path):
     answer = aime(model, tmp_path).run(goal)
     assert [t.title for t in ProgressBoard(answer.meta["board"]).tasks()] == [goal, "Check total.txt"]
     first_actor = model.root_prompts[1][-1]["content"]
-    assert first_actor.startswith(f"Your task: {goal}") and "for context" not in first_actor
+    assert first_actor.startswith(f"Your task: {goal}") and f"goal (for context): {goal}" in first_actor
     assert f"The team's goal (for context): {goal}" in model.root_prompts[4][-1]["content"]

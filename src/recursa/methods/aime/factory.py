@@ -120,8 +120,9 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
     last = board.reports(task.id)[-1:]
     lines += [earlier_attempt(report) for report in last]
     stale = list(last[0].pointers) if last and last[0].status == "done" else []
-    goal_line = "" if task.title == goal else f"The team's goal (for context): {goal}"
+    # the goal stays even when the task is the goal itself: the 1.5B single actor did worse without the repetition
+    # (bench/results/aime.md, seventh session)
     user = fill("actor_task", title=task.title, criteria=task.criteria or "the task is complete",
-                goal_line=goal_line, earlier="\n".join(lines))
+                goal=goal, earlier="\n".join(lines))
     all_tools = tools + builtin
     return ActorSpec(task, system, user, kits, {t.name: t for t in all_tools}, step_adapter(all_tools), env, stale)
