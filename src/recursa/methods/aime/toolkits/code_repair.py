@@ -9,18 +9,18 @@ and compiles after the change.
 
 from __future__ import annotations
 
-from recursa.methods.aime.toolkits.fstrings import _compiles, requote_nested_fstrings
+from recursa.methods.aime.toolkits.fstrings import compiles, requote_nested_fstrings
 
 
 def repair_code(code: str) -> str:
     """`code` with nested f-strings requoted and, where only they stop it compiling, its trailing braces dropped."""
     fixed = requote_nested_fstrings(code)
-    if _compiles(fixed):
+    if compiles(fixed):
         return fixed
     body = code.rstrip()
     trimmed = body.rstrip("}").rstrip()
     if trimmed != body:
         candidate = requote_nested_fstrings(trimmed + "\n")
-        if _compiles(candidate):
+        if compiles(candidate):
             return candidate
     return fixed

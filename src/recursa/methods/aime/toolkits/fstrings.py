@@ -13,7 +13,7 @@ import re
 _FSTRING_START = re.compile(r"(?<!\w)([rRbB]?[fF][rRbB]?)'(?!'')")
 
 
-def _compiles(code: str) -> bool:
+def compiles(code: str) -> bool:
     try:
         compile(code, "<code>", "exec")
     except (SyntaxError, ValueError):
@@ -88,7 +88,7 @@ def _requote(code: str) -> str:
 def requote_nested_fstrings(code: str) -> str:
     """`code`, or, when it does not compile, the same code with its quote-nesting f-strings double-quoted if that
     makes it compile."""
-    if "'" not in code or _compiles(code):
+    if "'" not in code or compiles(code):
         return code
     fixed = _requote(code)
-    return fixed if fixed != code and _compiles(fixed) else code
+    return fixed if fixed != code and compiles(fixed) else code
