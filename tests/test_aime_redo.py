@@ -7,7 +7,7 @@ from fakes import ScriptedModel
 from test_aime import aime, call, finish, plan
 
 from recursa.methods.aime.board import BoardTask, ProgressBoard
-from recursa.methods.aime.factory import toolkits_for
+from recursa.methods.aime.factory import names_file, toolkits_for
 from recursa.methods.aime.toolkits import ToolEnv, ToolFailure, build
 from recursa.methods.aime.toolkits.workspace import LONG_FILE_BYTES
 
@@ -79,6 +79,13 @@ def test_a_long_file_is_announced_before_its_beginning_and_brings_the_long_conte
     assert toolkits_for(short_task, env, offered) == ["python", "workspace"]
     assert toolkits_for(long_task, env, ["python", "workspace"]) == ["python", "workspace"]   # not offered
     assert toolkits_for(short_task, env, [*offered, "knowledge"]) == ["python", "workspace", "knowledge"]
+
+
+def test_a_file_is_named_only_by_its_whole_name():
+    assert names_file("Find the code in archive.log.", "archive.log")
+    assert names_file("read ./archive.log, then", "archive.log")
+    assert not names_file("Sum the rows of data.md", "a.md")
+    assert not names_file("Open archive.logs", "archive.log")
 
 
 def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_path):

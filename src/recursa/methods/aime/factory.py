@@ -10,6 +10,7 @@ files and the actor's limits.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
@@ -68,20 +69,26 @@ def step_adapter(tools: list[Tool]) -> TypeAdapter:
     return TypeAdapter(Annotated[union, Field(discriminator="tool")])
 
 
-def toolkits_for(task: BoardTask, env: ToolEnv, offered: tuple[str, ...] | list[str]) -> list[str]:
+def names_file(wording: str, name: str) -> bool:
+    """Whether `name` appears in `wording` as a whole file name (`a.md` is not named by "data.md")."""
+    return re.search(rf"(?<![\w.-]){re.escape(name)}(?![\w/-])", wording) is not None
+
+
+def toolkits_for(task: BoardTask, env: ToolEnv, offered: tuple[str, ...] | list[str],
+                 long: list[str] | None = None) -> list[str]:
     """The planner's choice, the workspace (reports point at files), the knowledge given with the goal (a small
     planner replanned "search the knowledge base" with only `python`), and `long-context` where the task names a
     workspace file too long to read whole (small planners give such a task plain `python`), where the run offers
-    them."""
+    them. `long` is the workspace's long files, where the caller has listed them already."""
     names = [*task.toolkits, "workspace", *(["knowledge"] if "knowledge" in offered else [])]
     wording = f"{task.title} {task.criteria}"
-    if "long-context" in offered and any(name in wording for name in long_files(env.workspace)):
+    long = long_files(env.workspace) if long is None else long
+    if "long-context" in offered and any(names_file(wording, name) for name in long):
         names.append("long-context")
     return list(dict.fromkeys(names))
 
 
-def _environment(env: ToolEnv, max_steps: int) -> str:
-    long = set(long_files(env.workspace))
+def _environment(env: ToolEnv, max_steps: int, long: list[str]) -> str:
     files = ", ".join(f"{name} (too long to read whole)" if name in long else name
                       for name in list_files(env.workspace)) or "none"
     return (f"date {time.strftime('%Y-%m-%d')}; workspace files: {files}; at most {max_steps} tool calls; "
@@ -100,7 +107,8 @@ def earlier_attempt(report: Report) -> str:
 
 def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, max_steps: int,
                 offered: tuple[str, ...] | list[str] = ()) -> ActorSpec:
-    names = toolkits_for(task, env, offered)
+    long = long_files(env.workspace)
+    names = toolkits_for(task, env, offered, long)
     kits = build(names, env)
     tools = [tool for kit in kits for tool in kit.tools]
     builtin = [Tool("update_progress", "", ProgressArgs, lambda a: ""), Tool("finish", "", FinishArgs, lambda a: "")]
@@ -111,7 +119,7 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
         if found:
             knowledge = "Knowledge found for this task:\n" + "\n".join(f"[{p.source}] {p.text}" for p in found) + "\n"
     system = fill("actor", role=task.role or "a careful assistant", tools=described,
-                  knowledge=knowledge, environment=_environment(env, max_steps))
+                  knowledge=knowledge, environment=_environment(env, max_steps, long))
     earlier = [t for t in board.tasks() if t.status == "done" and t.id != task.id]
     lines = [f"- task {t.id} ({t.title}): {t.result}" + (f" [files: {', '.join(t.pointers)}]" if t.pointers else "")
              for t in earlier]
