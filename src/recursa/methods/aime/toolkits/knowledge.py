@@ -1,6 +1,8 @@
 """`knowledge`: BM25 search over the files of `--knowledge DIR` (rank-bm25), and retrieval for actor prompts.
 
-Text files are split into paragraphs; a JSON file of records or of key → value pairs gives one passage per entry.
+Text files are split into paragraphs; a JSON file of records or of key → value pairs gives one passage per entry,
+titled by its key. A hit that names another entry's title brings that entry along (a wiki's link followed: "X lies
+on the Y river" is of little use without Y's own entry, which shares no words with the question).
 """
 
 from __future__ import annotations
@@ -22,10 +24,14 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
+MIN_TITLE_CHARS = 4
+
+
 @dataclass
 class Passage:
     source: str
     text: str
+    title: str = ""
 
 
 def _passages(path: Path, root: Path) -> list[Passage]:
@@ -38,8 +44,8 @@ def _passages(path: Path, root: Path) -> list[Passage]:
             data = None
         items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else None
         if items is not None:
-            return [Passage(name, f"{key}: {json.dumps(value, ensure_ascii=False)}"[:PASSAGE_CHARS * 2])
-                    for key, value in items]
+            return [Passage(name, f"{key}: {json.dumps(value, ensure_ascii=False)}"[:PASSAGE_CHARS * 2],
+                            str(key) if isinstance(key, str) else "") for key, value in items]
     chunks: list[str] = []
     for paragraph in re.split(r"\n\s*\n", raw):
         paragraph = paragraph.strip()
@@ -59,13 +65,30 @@ class KnowledgeBase:
         files = sorted(p for p in self.folder.rglob("*") if p.is_file() and p.suffix in (".txt", ".md", ".json"))
         self.passages = [passage for path in files for passage in _passages(path, self.folder)]
         self._index = BM25Okapi([words(p.text) or ["_"] for p in self.passages]) if self.passages else None
+        self._titled = [(re.compile(rf"(?<!\w){re.escape(p.title)}(?!\w)", re.IGNORECASE), p)
+                        for p in self.passages if len(p.title) >= MIN_TITLE_CHARS]
 
     def search(self, query: str, k: int = 3) -> list[Passage]:
+        """The k best BM25 passages, each followed by the entries it names by title (at most k of those)."""
         if self._index is None or not words(query):
             return []
         scores = self._index.get_scores(words(query))
-        best = sorted(range(len(scores)), key=lambda i: -scores[i])[:k]
-        return [self.passages[i] for i in best if scores[i] > 0]
+        best = [self.passages[i] for i in sorted(range(len(scores)), key=lambda i: -scores[i])[:k] if scores[i] > 0]
+        found: list[Passage] = []
+        links = 0
+        for hit in best:
+            if hit not in found:
+                found.append(hit)
+            for linked in self.linked(hit):
+                if links < k and linked not in found and linked not in best:
+                    found.append(linked)
+                    links += 1
+        return found
+
+    def linked(self, passage: Passage) -> list[Passage]:
+        """Other entries whose title the passage's text names."""
+        body = passage.text[len(passage.title):] if passage.title else passage.text
+        return [other for pattern, other in self._titled if other is not passage and pattern.search(body)]
 
 
 class SearchArgs(BaseModel):
