@@ -96,7 +96,7 @@ def test_a_replanned_task_does_not_carry_the_boards_rendering_in_its_title(tmp_p
     ("step_cap", [call("write_file", path=f"f{i}.txt", content="x") for i in range(3)]),
     ("repeat", [call("list_files")] * 3),
     ("repeat", [call("update_progress", status="milestone", message="read it")] * 3),   # a note on a loop
-    ("no_progress", [call("read_file", path=f"missing{i}.txt") for i in range(2)]),
+    ("no_progress", [call("update_progress", status="blocked", message=f"stuck {i}") for i in range(2)]),
 ])
 def test_each_guard_stops_the_actor_and_the_planner_decides(tmp_path, guard, script):
     model = ScriptedModel([plan(("1", "work")), *script, plan(action="give_up", answer="stuck")])
@@ -107,6 +107,16 @@ def test_each_guard_stops_the_actor_and_the_planner_decides(tmp_path, guard, scr
     assert answer.meta["guards"][guard] == 1 and answer.meta["state"] == "gave_up" and answer.text == "stuck"
     if guard == "step_cap":
         assert report.pointers == ["f0.txt", "f1.txt", "f2.txt"]       # it returns what it has
+
+
+def test_a_new_error_is_progress_and_a_stopped_actor_reports_its_last_one(tmp_path):
+    errors = [call("read_file", path=f"missing{i}.txt") for i in range(3)]      # three different errors
+    stuck = [call("update_progress", status="blocked", message=f"stuck {i}") for i in range(2)]
+    model = ScriptedModel([plan(("1", "work")), *errors, *stuck, plan(action="give_up", answer="stuck")])
+    answer = aime(model, tmp_path, max_steps=8, stall_steps=2).run("goal")
+    report = ProgressBoard(answer.meta["board"]).reports()[0]
+    assert report.guard == "no_progress" and report.steps == 5       # not at step 2: each error was a new one
+    assert report.summary.endswith("Its last error: Error: no file 'missing2.txt'; files: none")
 
 
 def test_a_failed_call_runs_once_more_before_the_repeat_guard_refuses_it(tmp_path):

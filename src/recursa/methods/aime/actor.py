@@ -4,7 +4,7 @@ Besides its toolkits an actor has `update_progress(status, message)`, which writ
 and `finish(status, summary, pointers)`, its structured report. Guards end the loop early with what it has (the
 planner decides what next): a step cap, a repeated identical tool call (the first repeat is refused with a warning,
 the next one stops the actor; a call that failed first runs once more as it was), and no progress (no new,
-successful observation) for K steps in a row.
+successful observation, and no error not seen before: debugging is progress) for K steps in a row.
 """
 
 from __future__ import annotations
@@ -95,6 +95,20 @@ def missing_files(spec: ActorSpec, pointers: list[str]) -> list[str]:
     return missing
 
 
+def error_line(observation: str, chars: int = 200) -> str:
+    """What a failed call came to: the last line of its error (a traceback's exception, a tool's message)."""
+    lines = [line.strip() for line in observation.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else observation)[:chars]
+
+
+def guard_summary(guard: str, steps: int, useful: list[str], errors: list[str]) -> str:
+    """The report of an actor a guard stopped: what it found, and the error it was working on (the planner and a
+    retry start from there instead of from nothing)."""
+    summary = f"stopped by the {guard} guard after {steps} steps. " + (
+        "What it found: " + " | ".join(useful[-3:]) if useful else "It found nothing useful.")
+    return summary + (f" Its last error: {errors[-1]}" if errors else "")
+
+
 def repeat_refusal(earlier: str, chars: int = 600) -> str:
     """The answer to a call made again as it was: its earlier result, shown again (small models repeat a search
     whose result named what to look up next), and what to do instead."""
@@ -146,6 +160,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     retried: set[str] = set()
     seen: set[str] = set()
     useful: list[str] = []
+    errors: list[str] = []           # distinct error lines of failed calls, in order
     last_result = ""                 # the last successful observation that was not a write confirmation
     refusals: set[str] = set()       # each refusal of a "done" report is made once; the next one is taken
     stall, guard, step = 0, "step_cap", 0
@@ -194,7 +209,11 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     observation, ok = _run_tool(spec, name, call)
                     observed[key] = observation
                     (failed.discard if ok else failed.add)(key)
-                    progress = ok and (observation not in seen or spec.tools[name].writes)
+                    if ok:
+                        progress = observation not in seen or spec.tools[name].writes
+                    else:
+                        progress = error_line(observation) not in errors
+                        errors += [error_line(observation)] if progress else []
                     seen.add(observation)
                     if ok:
                         useful.append(f"{name}: {observation[:300]}")
@@ -206,7 +225,6 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
         if stall >= limits.stall_steps:
             guard = "no_progress"
             break
-    summary = f"stopped by the {guard} guard after {step} steps. " + (
-        "What it found: " + " | ".join(useful[-3:]) if useful else "It found nothing useful.")
+    summary = guard_summary(guard, step, useful, errors)
     result.report = Report(spec.task.id, "failed", summary, list(spec.env.written), step, guard)
     return result
