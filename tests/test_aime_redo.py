@@ -112,6 +112,21 @@ def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_pat
         kit.close()
 
 
+def test_code_can_call_the_workspace_tools_by_name(tmp_path):
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "notes.txt").write_text("seven")
+    env = ToolEnv(workspace, model=None, budget=None)
+    kit = build(["python"], env)[0]
+    try:
+        run = kit.tools[0]
+        shown = run.run(run.args(code="print(read_file('notes.txt'))\nprint(write_file('out.txt', 3166))\n"))
+        assert shown.startswith("seven\nwrote 4 characters to out.txt") and "(files written: out.txt)" in shown
+        assert (workspace / "out.txt").read_text() == "3166" and env.written == ["out.txt"]
+    finally:
+        kit.close()
+
+
 def test_done_is_refused_once_while_a_file_the_task_names_does_not_exist(tmp_path):
     model = ScriptedModel([plan(("1", "Add 23 to 3143 and write the sum to code.txt")),
                            call("list_files"), finish(summary="The sum is 3166."),      # the file never written
