@@ -57,3 +57,19 @@ def test_a_brace_the_masked_quote_left_after_the_last_line_is_dropped():
     assert repair_code("d = {'a': 1\n") == "d = {'a': 1\n"                # no trailing brace to drop
     assert repair_code("print(1))}\n") == "print(1))}\n"                  # still invalid: untouched
     assert repair_code("print(f'{row['a']}')}\n") == "print(f\"{row['a']}\")\n"  # both repairs together
+
+
+def test_a_line_break_that_cut_a_string_literal_becomes_the_escape_again():
+    from recursa.methods.aime.toolkits.code_repair import rejoin_broken_strings, repair_code
+
+    cut = "t = 5\nprint(f'total: {t}\nlargest: {t}')\n"         # JSON's "\n" meant Python's
+    fixed = repair_code(cut)
+    assert fixed == "t = 5\nprint(f'total: {t}\\nlargest: {t}')\n"
+    namespace: dict = {}
+    exec(compile(fixed.replace("print", "out = "), "<t>", "exec"), namespace)
+    assert namespace["out"] == "total: 5\nlargest: 5"
+    assert repair_code("s = '''a\nb'''\n") == "s = '''a\nb'''\n"          # a triple-quoted string may span lines
+    assert repair_code("x = 1  # it's\ny = 'b'\n") == "x = 1  # it's\ny = 'b'\n"   # a quote in a comment
+    assert repair_code("print('open\n") == "print('open\n"                  # no repair compiles: as written
+    assert rejoin_broken_strings("a = 'x\\'y\nz'\n") == "a = 'x\\'y\\nz'\n"  # an escaped quote does not close
+    assert repair_code("print('a\nb')}\n") == "print('a\\nb')\n"            # with a trailing brace too

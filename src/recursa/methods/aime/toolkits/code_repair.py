@@ -3,24 +3,63 @@
 The code argument's pattern (python.py) keeps `"` out of the code and makes it end in a newline, so the string can
 only close at the end of a line. A model that wants to close the JSON right after its last line (`...)"}`) finds
 the quote masked and writes the brace first: `print(3143+23)}`, then the newline and the quote. Such trailing
-braces are dropped. As with nested f-strings (fstrings.py), code changes only when it does not compile as written
-and compiles after the change.
+braces are dropped. A model that means Python's `\n` inside a string literal writes JSON's `\n`, which decodes to
+a line break, so `print('a\nb')` arrives with the literal cut in two: such a break becomes the escape again. As
+with nested f-strings (fstrings.py), code changes only when it does not compile as written and compiles after.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from recursa.methods.aime.toolkits.fstrings import compiles, requote_nested_fstrings
 
 
-def repair_code(code: str) -> str:
-    """`code` with nested f-strings requoted and, where only they stop it compiling, its trailing braces dropped."""
-    fixed = requote_nested_fstrings(code)
-    if compiles(fixed):
-        return fixed
+def rejoin_broken_strings(code: str) -> str:
+    """`code` with each line break inside a one-line string literal written as the escape `\\n`."""
+    out: list[str] = []
+    quote, i = "", 0
+    while i < len(code):
+        char = code[i]
+        if quote:
+            if char == "\\" and i + 1 < len(code):
+                out.append(code[i:i + 2])
+                i += 2
+                continue
+            if code.startswith(quote, i):
+                out.append(quote)
+                i += len(quote)
+                quote = ""
+                continue
+            out.append("\\n" if char == "\n" and len(quote) == 1 else char)
+        elif char == "#":
+            end = code.find("\n", i)
+            end = len(code) if end < 0 else end
+            out.append(code[i:end])
+            i = end
+            continue
+        elif char in "'\"":
+            quote = char * 3 if code.startswith(char * 3, i) else char
+            out.append(quote)
+            i += len(quote)
+            continue
+        else:
+            out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def _candidates(code: str) -> Iterator[str]:
     body = code.rstrip()
-    trimmed = body.rstrip("}").rstrip()
-    if trimmed != body:
-        candidate = requote_nested_fstrings(trimmed + "\n")
-        if compiles(candidate):
-            return candidate
-    return fixed
+    trimmed = body.rstrip("}").rstrip() + "\n"
+    for source in dict.fromkeys([code, trimmed]):
+        yield requote_nested_fstrings(source)
+        yield requote_nested_fstrings(rejoin_broken_strings(source))
+
+
+def repair_code(code: str) -> str:
+    """`code` as written when it compiles; otherwise the first repair that compiles (nested f-strings requoted,
+    trailing braces dropped, broken string literals rejoined), or the code as written."""
+    if compiles(code):
+        return code
+    return next((candidate for candidate in _candidates(code) if compiles(candidate)), code)
