@@ -123,7 +123,7 @@ def main() -> None:
     lock = threading.Lock()
 
     def run_goal(goal: dict) -> None:
-        ws = out / "work" / goal["id"]
+        ws = (out / "work" / goal["id"]).resolve()   # bwrap binds and enters it: a relative path fails there
         if ws.exists():
             shutil.rmtree(ws)
         shutil.copytree(goal["workspace"], ws)

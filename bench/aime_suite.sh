@@ -14,6 +14,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 py="$here/.venv/bin/python"; recursa="$here/.venv/bin/recursa"; smol=${SMOL_PY:-/tmp/smol-venv/bin/python}
 [ -x "$smol" ] || { echo "no peer venv at $smol (see bench/aime_peer.py)" >&2; exit 2; }
 mkdir -p "$out"
+out=$(cd "$out" && pwd)   # absolute: the peer's sandbox binds its workspace by path
 git -C "$here" rev-parse --short HEAD > "$out/commit"
 "$py" "$here/bench/aime_goals.py" make --out "$out/goals"
 servers=()
