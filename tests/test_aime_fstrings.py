@@ -73,3 +73,13 @@ def test_a_line_break_that_cut_a_string_literal_becomes_the_escape_again():
     assert repair_code("print('open\n") == "print('open\n"                  # no repair compiles: as written
     assert rejoin_broken_strings("a = 'x\\'y\nz'\n") == "a = 'x\\'y\\nz'\n"  # an escaped quote does not close
     assert repair_code("print('a\nb')}\n") == "print('a\\nb')\n"            # with a trailing brace too
+
+
+def test_a_string_that_quotes_a_word_in_single_quotes_gets_double_quotes():
+    from recursa.methods.aime.toolkits.code_repair import repair_code
+
+    code = "try:\n    x = 1\nexcept KeyError:\n    print('Error: no 'rates' key.')\n"
+    assert repair_code(code) == "try:\n    x = 1\nexcept KeyError:\n    print(\"Error: no 'rates' key.\")\n"
+    two = "print('the 'a' one')\nprint(d['k'], 'the 'b' one')\n"
+    assert repair_code(two) == "print(\"the 'a' one\")\nprint(d['k'], \"the 'b' one\")\n"
+    assert repair_code("print('a' 'b)\n") == "print('a' 'b)\n"              # nothing compiles: as written

@@ -4,8 +4,10 @@ The code argument's pattern (python.py) keeps `"` out of the code and makes it e
 only close at the end of a line. A model that wants to close the JSON right after its last line (`...)"}`) finds
 the quote masked and writes the brace first: `print(3143+23)}`, then the newline and the quote. Such trailing
 braces are dropped. A model that means Python's `\n` inside a string literal writes JSON's `\n`, which decodes to
-a line break, so `print('a\nb')` arrives with the literal cut in two: such a break becomes the escape again. As
-with nested f-strings (fstrings.py), code changes only when it does not compile as written and compiles after.
+a line break, so `print('a\nb')` arrives with the literal cut in two: such a break becomes the escape again. With
+`"` masked, a message that quotes a word comes as `print('no 'rates' key')`: the line's string gets double
+quotes. As with nested f-strings (fstrings.py), code changes only when it does not compile as written and compiles
+after.
 """
 
 from __future__ import annotations
@@ -49,17 +51,59 @@ def rejoin_broken_strings(code: str) -> str:
     return "".join(out)
 
 
+def _error_line(code: str) -> int | None:
+    try:
+        compile(code, "<code>", "exec")
+    except SyntaxError as error:
+        return error.lineno
+    except ValueError:
+        return None
+    return None
+
+
+def _requote_line(line: str) -> Iterator[str]:
+    """The line with one pair of its single quotes made double, widest pairs first, each enclosing a quote."""
+    quotes = [i for i, char in enumerate(line) if char == "'" and (i == 0 or line[i - 1] != "\\")]
+    for first in quotes:
+        for last in reversed(quotes):
+            if last - first > 1 and "'" in line[first + 1:last]:
+                yield f'{line[:first]}"{line[first + 1:last]}"{line[last + 1:]}'
+
+
+def requote_quoting_strings(code: str, lines_to_fix: int = 3) -> str:
+    """`code` with the string of each failing line that holds single quotes double-quoted, where that makes the
+    line compile (a later line may fail next: up to `lines_to_fix` lines)."""
+    if '"' in code:
+        return code
+    for _ in range(lines_to_fix):
+        number = _error_line(code)
+        lines = code.split("\n")
+        if number is None or not 0 < number <= len(lines):
+            return code
+        for candidate in _requote_line(lines[number - 1]):
+            fixed = "\n".join([*lines[:number - 1], candidate, *lines[number:]])
+            moved = _error_line(fixed)
+            if moved is None or moved > number:
+                code = fixed
+                break
+        else:
+            return code
+    return code
+
+
 def _candidates(code: str) -> Iterator[str]:
     body = code.rstrip()
     trimmed = body.rstrip("}").rstrip() + "\n"
     for source in dict.fromkeys([code, trimmed]):
         yield requote_nested_fstrings(source)
         yield requote_nested_fstrings(rejoin_broken_strings(source))
+        yield requote_quoting_strings(rejoin_broken_strings(source))
 
 
 def repair_code(code: str) -> str:
     """`code` as written when it compiles; otherwise the first repair that compiles (nested f-strings requoted,
-    trailing braces dropped, broken string literals rejoined), or the code as written."""
+    trailing braces dropped, broken string literals rejoined, strings that quote requoted), or the code as
+    written."""
     if compiles(code):
         return code
     return next((candidate for candidate in _candidates(code) if compiles(candidate)), code)
