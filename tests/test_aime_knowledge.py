@@ -49,10 +49,12 @@ def test_a_title_is_matched_as_whole_words_and_an_entry_never_links_itself(tmp_p
     assert base.linked(port) == []
 
 
-def test_the_search_tool_lists_passages_with_their_file(tmp_path):
+def test_the_search_tool_lists_passages_without_file_names(tmp_path):
     env = ToolEnv(tmp_path, model=None, budget=None, knowledge=_base(tmp_path))
     search = build(["knowledge"], env)[0].tools[0]
     shown = search.run(search.args(query="lighthouse of Varn"))
-    assert shown.splitlines()[0].startswith("[atlas.json] Isle of Varn:")
-    assert "[atlas.json] Osker light: \"The Osker light stands 41 m tall" in shown
+    lines = shown.splitlines()
+    assert lines[0] == "From the knowledge base (not files of the workspace):"
+    assert lines[1].startswith("- Isle of Varn:") and lines[2].startswith('- Osker light: "The Osker light stands')
+    assert "atlas.json" not in shown
     assert search.run(search.args(query="qqq")) == "no passage matches; try other words"

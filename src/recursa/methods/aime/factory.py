@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, TypeAdapter, create_model
 from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
 from recursa.methods.aime.planner import fill
 from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit, build
+from recursa.methods.aime.toolkits.knowledge import shown
 from recursa.methods.aime.toolkits.workspace import list_files, long_files
 
 THOUGHT_CHARS = 240
@@ -117,7 +118,7 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
     if env.knowledge is not None:
         found = env.knowledge.search(f"{task.title} {task.criteria}", k=3)
         if found:
-            knowledge = "Knowledge found for this task:\n" + "\n".join(f"[{p.source}] {p.text}" for p in found) + "\n"
+            knowledge = "Knowledge found for this task (not files of the workspace):\n" + shown(found) + "\n"
     system = fill("actor", role=task.role or "a careful assistant", tools=described,
                   knowledge=knowledge, environment=_environment(env, max_steps, long))
     earlier = [t for t in board.tasks() if t.status == "done" and t.id != task.id]

@@ -91,6 +91,12 @@ class KnowledgeBase:
         return [other for pattern, other in self._titled if other is not passage and pattern.search(body)]
 
 
+def shown(found: list[Passage]) -> str:
+    """Passages as an actor sees them: without their file names, which small models took for workspace files
+    (`open('wiki.json')`, `import wiki`) and then wrote invented copies of."""
+    return "\n".join(f"- {p.text}" for p in found)
+
+
 class SearchArgs(BaseModel):
     query: str = Field(max_length=200)
 
@@ -98,7 +104,9 @@ class SearchArgs(BaseModel):
 def toolkit(env: ToolEnv) -> Toolkit:
     def search(args: SearchArgs) -> str:
         found = env.knowledge.search(args.query) if env.knowledge is not None else []
-        return "\n".join(f"[{p.source}] {p.text}" for p in found) or "no passage matches; try other words"
+        if not found:
+            return "no passage matches; try other words"
+        return "From the knowledge base (not files of the workspace):\n" + shown(found)
 
     return Toolkit("knowledge", "search the knowledge base (reference documents and facts)",
                    [Tool("search_knowledge", "search the knowledge base with keywords", SearchArgs, search)])
