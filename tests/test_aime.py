@@ -109,6 +109,14 @@ def test_each_guard_stops_the_actor_and_the_planner_decides(tmp_path, guard, scr
         assert report.pointers == ["f0.txt", "f1.txt", "f2.txt"]       # it returns what it has
 
 
+def test_a_worked_around_failure_ends_with_the_workarounds_result_when_the_planner_points_nowhere(tmp_path):
+    model = ScriptedModel([plan(("1", "Read data.txt")), finish("failed", "no file"),
+                           plan(("2", "Ask the clerk"), task_id="2"), call("list_files"), finish("done", "42"),
+                           plan(task_id="7")])                             # a task that is not on the board
+    answer = aime(model, tmp_path).run("Read data.txt")
+    assert answer.meta["state"] == "finished" and answer.text.startswith("42")
+
+
 def test_a_new_error_is_progress_and_a_stopped_actor_reports_its_last_one(tmp_path):
     errors = [call("read_file", path=f"missing{i}.txt") for i in range(3)]      # three different errors
     stuck = [call("update_progress", status="blocked", message=f"stuck {i}") for i in range(2)]

@@ -156,8 +156,10 @@ class Planner:
         pending = board.next_pending()
         if pending is not None:
             return Step("dispatch", pending, reply=reply, corrected=why)
-        if any(t.status == "done" for t in board.tasks()) and all(
-                t.status in ("done", "blocked") for t in board.tasks()):
+        tasks = board.tasks()
+        settled = all(t.status in ("done", "blocked") for t in tasks) and any(t.status == "done" for t in tasks)
+        if settled or tasks[-1].status == "done":
+            # the last task (a failure's workaround comes after it) or every task is done: its result stands
             return Step("finish", answer=_last_result(board), reply=reply, corrected=why)
         return Step("give_up", answer=f"no task to run ({why})", reply=reply, corrected=why)
 
