@@ -149,16 +149,27 @@ def test_a_redo_that_leaves_the_sent_back_attempts_file_as_it_was_is_refused_onc
     assert (tmp_path / "ws" / "report.md").read_text() == "total: 707"
 
 
-def test_a_plan_of_one_task_runs_the_goal_in_its_own_words(tmp_path):
+def test_a_plan_of_one_task_runs_the_goal_in_its_own_words_and_its_result_stands(tmp_path):
     goal = "Find the rate of TUIX with the ledger's fetch_rates(), multiply 392 by it and write it to total.txt"
     model = ScriptedModel([plan(("1", "Fetch the rate and write total.txt")),       # numbers and names dropped
                            call("write_file", path="total.txt", content="101.92"), finish(summary="101.92"),
-                           plan(("1", "Fetch the rate and write total.txt"), ("2", "Check total.txt"),
-                                task_id="2"),                   # the plan resent in its words; new tasks keep theirs
-                           call("list_files"), finish(summary="checked"),
-                           plan(action="finish", answer="101.92")])
+                           plan(("1", "Fetch the rate and write total.txt"), ("2", "Find the TUIX rate"),
+                                task_id="2")])    # the plan resent in its words, and the goal again in other words
     answer = aime(model, tmp_path).run(goal)
-    assert [t.title for t in ProgressBoard(answer.meta["board"]).tasks()] == [goal, "Check total.txt"]
+    assert [t.title for t in ProgressBoard(answer.meta["board"]).tasks()] == [goal]
+    assert answer.meta["state"] == "finished" and answer.text.startswith("101.92")
+    assert answer.meta["planner_corrections"] == 1
     first_actor = model.root_prompts[1][-1]["content"]
     assert first_actor.startswith(f"Your task: {goal}") and f"goal (for context): {goal}" in first_actor
-    assert f"The team's goal (for context): {goal}" in model.root_prompts[4][-1]["content"]
+
+
+def test_the_goals_own_task_done_can_still_be_sent_back(tmp_path):
+    goal = "Write the sum of 2 and 3 to sum.txt"
+    model = ScriptedModel([plan(("1", "Sum")), call("write_file", path="sum.txt", content="6"), finish(summary="6"),
+                           plan(("2", "Add 2 and 3"), task_id="1"),        # task 1 again: a redo, nothing added
+                           call("write_file", path="sum.txt", content="5"), finish(summary="5"),
+                           plan(action="finish", answer="5")])
+    answer = aime(model, tmp_path).run(goal)
+    board = ProgressBoard(answer.meta["board"])
+    assert [t.title for t in board.tasks()] == [goal] and board.task("1").result.startswith("5")
+    assert answer.text == "5" and (tmp_path / "ws" / "sum.txt").read_text() == "5"

@@ -98,9 +98,10 @@ class Planner:
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
-        added = 0
+        added = dropped = 0
         readded: dict[str, BoardTask] = {}   # id of a re-added task → the done task of the same title
         whole_goal = not board.tasks() and len(decision.add) == 1
+        closed = _goal_task_done(goal, board)
         for item in decision.add:
             title = clean_title(item.title)
             if whole_goal:   # a plan of one task is the goal: its own words (small planners drop its numbers)
@@ -110,6 +111,9 @@ class Planner:
                 same = _same_title(board, title)
                 if same is not None and same.status == "done":
                     readded[item.id.strip()] = same
+                continue
+            if closed is not None:   # new work after the goal's own task is done redoes it in weaker words
+                dropped += 1
                 continue
             toolkits = [name for name in item.toolkits if name in self.toolkits] or ["python", "workspace"]
             board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
@@ -127,6 +131,9 @@ class Planner:
         if decision.action == "give_up":
             return Step("give_up", answer=decision.answer.strip() or "the planner gave up", added=added, reply=reply)
         task = board.task(decision.task_id.strip()) or readded.get(decision.task_id.strip())
+        if closed is not None and dropped and task is None:
+            return Step("finish", answer=closed.result, reply=reply,
+                        corrected="the goal's own task is done: tasks added after it are dropped")
         if task is not None and task.status == "done" and self._may_redo(board, task):
             return Step("dispatch", _requeue(board, task), added=added, reply=reply,
                         corrected=f"task {task.id} sent back: its result was judged wrong")
@@ -162,6 +169,15 @@ class Planner:
             # the last task (a failure's workaround comes after it) or every task is done: its result stands
             return Step("finish", answer=_last_result(board), reply=reply, corrected=why)
         return Step("give_up", answer=f"no task to run ({why})", reply=reply, corrected=why)
+
+
+def _goal_task_done(goal: str, board: ProgressBoard) -> BoardTask | None:
+    """The task that is the whole goal (a one-task plan), when it is done and nothing is pending. Its result stands
+    unless the planner sends it back: on the 1.5B, tasks added after it were the goal again in other words, and one
+    overwrote a right answer with a wrong one (bench/results/aime.md, eighth session)."""
+    if board.next_pending() is not None:
+        return None
+    return next((t for t in board.tasks() if t.status == "done" and _key(t.title) == _key(goal)), None)
 
 
 def _unresolved_failure(board: ProgressBoard, chosen: BoardTask) -> BoardTask | None:
