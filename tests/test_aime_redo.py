@@ -156,7 +156,10 @@ def test_a_plan_of_one_task_runs_the_goal_in_its_own_words_and_its_result_stands
                            plan(("1", "Fetch the rate and write total.txt"), ("2", "Find the TUIX rate"),
                                 task_id="2")])    # the plan resent in its words, and the goal again in other words
     answer = aime(model, tmp_path).run(goal)
-    assert [t.title for t in ProgressBoard(answer.meta["board"]).tasks()] == [goal]
+    tasks = ProgressBoard(answer.meta["board"]).tasks()
+    assert [t.title for t in tasks] == [goal]
+    assert (tasks[0].role, tasks[0].criteria) == ("a capable assistant", "the goal is met")   # the single actor's
+    assert "python" in tasks[0].toolkits                        # every toolkit, not the planner's ["workspace"]
     assert answer.meta["state"] == "finished" and answer.text.startswith("101.92")
     assert answer.meta["planner_corrections"] == 1
     first_actor = model.root_prompts[1][-1]["content"]

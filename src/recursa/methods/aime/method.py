@@ -24,7 +24,7 @@ from recursa.core.trace import current_tracer, span
 from recursa.methods.aime.actor import GUARDS, ActorLimits, run_actor
 from recursa.methods.aime.board import BoardTask, ProgressBoard
 from recursa.methods.aime.factory import build_actor
-from recursa.methods.aime.planner import Planner
+from recursa.methods.aime.planner import Planner, goal_task
 from recursa.methods.aime.toolkits import ToolEnv, available
 from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.config import MethodConfig
@@ -159,7 +159,7 @@ class Aime(MethodBase):
         kits = available(self.model, self.knowledge_base)
         if self.config.planner == "none":
             if not board.tasks():
-                board.add_task(BoardTask("1", goal, "the goal is met", None, kits, "a capable assistant"))
+                board.add_task(goal_task(goal, kits))
             task = board.next_pending()
             if task is not None:
                 self._dispatch(task, goal, board, workspace, budget, stats)
