@@ -36,6 +36,7 @@ class ActorLimits:
     history_steps: int = 6          # tool turns kept in the prompt
     retries: int = 2                # invalid (unparseable) replies answered before a step is lost
     unstick_temperature: float = 0.8  # the reply after a refused repeat is sampled: greedy decoding repeats again
+    check_numbers: bool = True      # "done" refused once while typed numbers appear in no tool output or prompt
 
 
 @dataclass
@@ -119,7 +120,40 @@ def repeat_refusal(earlier: str, chars: int = 600) -> str:
                    "search for that name instead. Otherwise do something different.")
 
 
-def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str]) -> str | None:
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
+WRITTEN_BY_CODE = re.compile(r"\(files written: ([^)]*)\)")
+
+
+def _close_to_any(value: float, shown: list[float]) -> bool:
+    return any(abs(value - other) <= max(0.006, abs(value) * 1e-3) for other in shown)
+
+
+def ungrounded_numbers(typed: dict[str, str], evidence: str) -> dict[str, list[str]]:
+    """Numbers of two digits or more that the actor typed into files with `write_file` and that appear nowhere in
+    `evidence` (its prompt and what its tools returned), not even rounded: small models type placeholders
+    (`total: 1234`) or sums made up in the head, then report "done". What code wrote was computed, not typed."""
+    shown = [float(n) for n in NUMBER.findall(evidence)]
+    found: dict[str, list[str]] = {}
+    for name, content in typed.items():
+        numbers = [n for n in NUMBER.findall(content) if sum(c.isdigit() for c in n) > 1]
+        missing = [n for n in dict.fromkeys(numbers) if n not in evidence and not _close_to_any(float(n), shown)]
+        if missing:
+            found[name] = missing[:5]
+    return found
+
+
+def _track_typed(typed: dict[str, str], name: str, call: dict, observation: str, ok: bool) -> None:
+    """Keep `typed` (file → content the actor typed with write_file) current: code that rewrites a file
+    replaces what was typed into it."""
+    if name == "write_file" and ok:
+        typed[call["path"]] = call["content"]
+    for listed in WRITTEN_BY_CODE.findall(observation):
+        for written in listed.split(", "):
+            typed.pop(written.strip(), None)
+
+
+def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str],
+                   typed: dict[str, str] | None = None, evidence: str = "") -> str | None:
     """Why a "done" report is sent back (once per reason): no tool has succeeded yet, so its result is shown
     nowhere; it points at workspace files that were never written; a redo left the files of the attempt it
     replaces as they were; or its task names a file that does not exist (small models report "done" with the
@@ -147,6 +181,12 @@ def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: se
         refusals.add("unwritten")
         return (f"Not finished: the task names {', '.join(dict.fromkeys(unwritten))}, which does not exist in the "
                 "workspace yet. Write it with a tool first, then finish.")
+    ungrounded = ungrounded_numbers(typed or {}, evidence) if "ungrounded" not in refusals else {}
+    if ungrounded:
+        refusals.add("ungrounded")
+        held = "; ".join(f"{name} holds {', '.join(numbers)}" for name, numbers in ungrounded.items())
+        return (f"Not finished: {held}, which no tool output has shown. Get those values with a tool (compute and "
+                "print them, or read them from the data), write the file again if they differ, then finish.")
     return None
 
 
@@ -161,6 +201,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     seen: set[str] = set()
     useful: list[str] = []
     errors: list[str] = []           # distinct error lines of failed calls, in order
+    typed: dict[str, str] = {}       # file → what the actor typed into it with write_file (not code's output)
     last_result = ""                 # the last successful observation that was not a write confirmation
     refusals: set[str] = set()       # each refusal of a "done" report is made once; the next one is taken
     stall, guard, step = 0, "step_cap", 0
@@ -181,7 +222,10 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
             call = reply.value.model_dump()
             name = call.pop("tool")
             call.pop("thought", None)
-            refusal = _refuse_finish(spec, call, bool(useful), refusals) if name == "finish" else None
+            evidence = "\n".join([spec.system, spec.user, *seen]) if name == "finish" and typed else ""
+            checked = typed if limits.check_numbers else {}
+            refusal = (_refuse_finish(spec, call, bool(useful), refusals, checked, evidence) if name == "finish"
+                       else None)
             if refusal:
                 observation = refusal
             elif name == "finish":
@@ -207,6 +251,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     observation, progress = "noted on the board", call["status"] == "milestone"
                 else:
                     observation, ok = _run_tool(spec, name, call)
+                    _track_typed(typed, name, call, observation, ok)
                     observed[key] = observation
                     (failed.discard if ok else failed.add)(key)
                     if ok:

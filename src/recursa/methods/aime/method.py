@@ -54,6 +54,8 @@ class AimeConfig(MethodConfig):
     """Identical tool calls an actor may repeat (refused with a warning) before the repeat guard stops it."""
     stall_steps: int = Field(4, ge=1)
     """K: actor steps in a row without a new successful observation before the no-progress guard stops it."""
+    check_numbers: bool = True
+    """Refuse "done" once while a file the actor typed holds numbers no tool output or prompt has shown."""
     retries: int = Field(2, ge=0)
     """Invalid structured replies answered with the error and asked again."""
     max_tokens: int = Field(384, ge=16)
@@ -79,7 +81,8 @@ class Aime(MethodBase):
         cfg = self.config
         self.display = display          # e.g. live.LiveBoard: update(board) on every change, close(board) at the end
         self.sampling = Sampling(max_tokens=cfg.max_tokens, temperature=cfg.temperature)
-        self.limits = ActorLimits(cfg.max_steps, cfg.max_repeats, cfg.stall_steps, retries=cfg.retries)
+        self.limits = ActorLimits(cfg.max_steps, cfg.max_repeats, cfg.stall_steps, retries=cfg.retries,
+                                  check_numbers=cfg.check_numbers)
         self.knowledge_base = None
         if cfg.knowledge:
             from recursa.methods.aime.toolkits.knowledge import KnowledgeBase
