@@ -167,7 +167,7 @@ def test_aime_board_snapshot_and_change_detection(client, runs):
     snapshot = client.get("/api/board", params={"key": keys["aime"]}).json()
     assert (snapshot["goal"], snapshot["state"], snapshot["answer"]) == ("Write a.txt", "finished", "a.txt is written")
     [task] = snapshot["tasks"]
-    assert (task["title"], task["status"], task["criteria"]) == ("Write a.txt", "done", "a.txt exists")
+    assert (task["title"], task["status"], task["criteria"]) == ("Write a.txt", "done", "the goal is met")
     assert task["reports"][0]["summary"] == "wrote a.txt" and task["reports"][0]["pointers"] == ["a.txt"]
     same = client.get("/api/board", params={"key": keys["aime"], "version": snapshot["version"]}).json()
     assert same == {"unchanged": True, "version": snapshot["version"]}
