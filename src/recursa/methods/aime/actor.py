@@ -157,7 +157,8 @@ def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: se
     """Why a "done" report is sent back (once per reason): no tool has succeeded yet, so its result is shown
     nowhere; it points at workspace files that were never written; a redo left the files of the attempt it
     replaces as they were; or its task names a file that does not exist (small models report "done" with the
-    result in the summary and the file the task asked for unwritten)."""
+    result in the summary and the file the task asked for unwritten); or a file it typed holds numbers nothing
+    has shown (`ungrounded_numbers`)."""
     if call["status"] != "done":
         return None
     if not has_evidence and "evidence" not in refusals:
