@@ -88,12 +88,18 @@ def test_a_file_is_named_only_by_its_whole_name():
     assert not names_file("Open archive.logs", "archive.log")
 
 
-def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_path):
+def _python_kit(tmp_path, files: dict[str, str]):
+    """A python toolkit over a fresh workspace holding `files` (the caller closes the kit)."""
     workspace = tmp_path / "ws"
     workspace.mkdir()
-    (workspace / "ledger.py").write_text("def rates():\n    return {'A': 2}\n")
+    for name, text in files.items():
+        (workspace / name).write_text(text)
     env = ToolEnv(workspace, model=None, budget=None)
-    kit = build(["python"], env)[0]
+    return env, build(["python"], env)[0]
+
+
+def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_path):
+    env, kit = _python_kit(tmp_path, {"ledger.py": "def rates():\n    return {'A': 2}\n"})
     try:
         run = kit.tools[0]
         message = ""
@@ -113,11 +119,8 @@ def test_a_network_failure_in_python_says_first_that_there_is_no_network(tmp_pat
 
 
 def test_code_can_call_the_workspace_tools_by_name(tmp_path):
-    workspace = tmp_path / "ws"
-    workspace.mkdir()
-    (workspace / "notes.txt").write_text("seven")
-    env = ToolEnv(workspace, model=None, budget=None)
-    kit = build(["python"], env)[0]
+    env, kit = _python_kit(tmp_path, {"notes.txt": "seven"})
+    workspace = env.workspace
     try:
         run = kit.tools[0]
         shown = run.run(run.args(code="print(read_file('notes.txt'))\nprint(write_file('out.txt', 3166))\n"))
