@@ -194,12 +194,14 @@ def test_done_is_refused_once_while_typed_numbers_appear_in_no_tool_output(tmp_p
     assert len(model.root_prompts) == 7                  # refused once; the finish after the read was taken
 
 
-def test_typed_numbers_are_grounded_by_tool_output_rounding_or_the_prompt():
+def test_typed_numbers_are_grounded_by_tool_output_rounding_or_the_prompt(tmp_path):
     from recursa.methods.aime.actor import _track_typed, ungrounded_numbers
+    from recursa.methods.aime.toolkits import ToolEnv
 
     evidence = "goal: multiply 392 by the rate\nrate 0.26\n101.91999999 \nrows: 12 and 7"
     assert ungrounded_numbers({"t.txt": "392 * 0.26 = 101.92, 7 rows"}, evidence) == {}
     assert ungrounded_numbers({"t.txt": "total: 568"}, evidence) == {"t.txt": ["568"]}
     typed = {"report.md": "total: 1"}
-    _track_typed(typed, "run_python", {"code": "..."}, "done\n(files written: report.md, b.txt)", True)
-    assert typed == {}                                   # code's output is computed, not typed
+    env = ToolEnv(tmp_path, None, None, code_wrote=["report.md", "b.txt"])
+    _track_typed(typed, "run_python", {"code": "..."}, True, env)
+    assert typed == {} and env.code_wrote == []          # code's output is computed, not typed

@@ -19,7 +19,7 @@ from recursa.core.trace import current_tracer, span
 from recursa.methods.aime.board import ProgressBoard, Report
 from recursa.methods.aime.factory import ActorSpec
 from recursa.methods.aime.structured import ask
-from recursa.methods.aime.toolkits import ToolFailure
+from recursa.methods.aime.toolkits import ToolEnv, ToolFailure
 from recursa.methods.aime.toolkits.workspace import list_files, resolve
 from recursa.models.base import ChatModel, Completion, Sampling
 
@@ -121,7 +121,6 @@ def repeat_refusal(earlier: str, chars: int = 600) -> str:
 
 
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])")
-WRITTEN_BY_CODE = re.compile(r"\(files written: ([^)]*)\)")
 
 
 def _close_to_any(value: float, shown: list[float]) -> bool:
@@ -142,14 +141,14 @@ def ungrounded_numbers(typed: dict[str, str], evidence: str) -> dict[str, list[s
     return found
 
 
-def _track_typed(typed: dict[str, str], name: str, call: dict, observation: str, ok: bool) -> None:
+def _track_typed(typed: dict[str, str], name: str, call: dict, ok: bool, env: ToolEnv) -> None:
     """Keep `typed` (file → content the actor typed with write_file) current: code that rewrites a file
     replaces what was typed into it."""
     if name == "write_file" and ok:
         typed[call["path"]] = call["content"]
-    for listed in WRITTEN_BY_CODE.findall(observation):
-        for written in listed.split(", "):
-            typed.pop(written.strip(), None)
+    for written in env.code_wrote:
+        typed.pop(written, None)
+    env.code_wrote = []
 
 
 def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str],
@@ -252,7 +251,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     observation, progress = "noted on the board", call["status"] == "milestone"
                 else:
                     observation, ok = _run_tool(spec, name, call)
-                    _track_typed(typed, name, call, observation, ok)
+                    _track_typed(typed, name, call, ok, spec.env)
                     observed[key] = observation
                     (failed.discard if ok else failed.add)(key)
                     if ok:

@@ -42,4 +42,5 @@ class ToolEnv:
     budget: Budget
     knowledge: Any = None               # a `KnowledgeBase` or None
     written: list[str] = field(default_factory=list)   # workspace paths written by this actor (its pointers)
+    code_wrote: list[str] = field(default_factory=list)   # files the last code run wrote (computed, not typed)
     options: dict[str, Any] = field(default_factory=dict)
