@@ -17,7 +17,9 @@ A goal succeeds when its output file holds the expected numbers. Rerunning `run`
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import random
 import re
 import shutil
@@ -286,6 +288,34 @@ def cmd_report(args: argparse.Namespace) -> None:
                  for k in kinds]
         print(f"| {model} | {system} | " + " | ".join(cells) + " |")
     _report_common_goals(by)
+    _report_pairs(by)
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar (sign) test on the goals exactly one of two systems solved."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _report_pairs(by: dict[tuple[str, str], list[dict]]) -> None:
+    """Each pair of systems of a model on the goals both finished: the paired comparison (which goals only one of
+    them solved) is what tells two systems apart on a small suite, not two overlapping intervals."""
+    print("\nPairs, on the goals both finished:\n\n| model | a | b | goals | a wins | b wins | only a | only b | "
+          "sign test p |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for (model, a), (other, b) in itertools.combinations(sorted(by), 2):
+        if model != other:
+            continue
+        solved_a = {r["id"]: r["success"] for r in by[(model, a)]}
+        solved_b = {r["id"]: r["success"] for r in by[(model, b)]}
+        common = solved_a.keys() & solved_b.keys()
+        only_a = sum(solved_a[g] and not solved_b[g] for g in common)
+        only_b = sum(solved_b[g] and not solved_a[g] for g in common)
+        print(f"| {model} | {a} | {b} | {len(common)} | {sum(solved_a[g] for g in common)} | "
+              f"{sum(solved_b[g] for g in common)} | {only_a} | {only_b} | {sign_test(only_a, only_b):.2f} |")
 
 
 def _report_common_goals(by: dict[tuple[str, str], list[dict]]) -> None:
