@@ -74,7 +74,7 @@ def test_replans_after_a_failed_subtask(tmp_path):
         finish("done", "wrote 42", ["data.txt"]),
         plan(action="finish", answer="42"),
     ])
-    answer = aime(model, tmp_path).run("Put 42 in data.txt")
+    answer = aime(model, tmp_path, max_attempts=1).run("Put 42 in data.txt")   # no retry of the goal's own task
     board = ProgressBoard(answer.meta["board"])
     assert [(t.id, t.status) for t in board.tasks()] == [("1", "failed"), ("2", "done")]
     assert answer.text == "42" and answer.meta["replans"] == 1 and answer.meta["state"] == "finished"
@@ -88,7 +88,7 @@ def test_a_replanned_task_does_not_carry_the_boards_rendering_in_its_title(tmp_p
     model = ScriptedModel([plan(("1", "Read data.txt")), finish("failed", "no luck"),
                            plan(("2", copied), task_id="2"), finish("failed", "again"),
                            plan(action="give_up", answer="cannot")])
-    answer = aime(model, tmp_path).run("Read data.txt")
+    answer = aime(model, tmp_path, max_attempts=1).run("Read data.txt")
     assert ProgressBoard(answer.meta["board"]).task("2").title == "Read data.txt"
 
 
@@ -100,7 +100,7 @@ def test_a_replanned_task_does_not_carry_the_boards_rendering_in_its_title(tmp_p
 ])
 def test_each_guard_stops_the_actor_and_the_planner_decides(tmp_path, guard, script):
     model = ScriptedModel([plan(("1", "work")), *script, plan(action="give_up", answer="stuck")])
-    answer = aime(model, tmp_path, max_steps=3, stall_steps=2).run("goal")
+    answer = aime(model, tmp_path, max_steps=3, stall_steps=2, max_attempts=1).run("goal")
     board = ProgressBoard(answer.meta["board"])
     report = board.reports()[0]
     assert report.guard == guard and report.status == "failed" and board.task("1").status == "failed"
@@ -113,8 +113,28 @@ def test_a_worked_around_failure_ends_with_the_workarounds_result_when_the_plann
     model = ScriptedModel([plan(("1", "Read data.txt")), finish("failed", "no file"),
                            plan(("2", "Ask the clerk"), task_id="2"), call("list_files"), finish("done", "42"),
                            plan(task_id="7")])                             # a task that is not on the board
-    answer = aime(model, tmp_path).run("Read data.txt")
+    answer = aime(model, tmp_path, max_attempts=1).run("Read data.txt")
     assert answer.meta["state"] == "finished" and answer.text.startswith("42")
+
+
+def test_a_failed_goal_task_is_retried_as_it_is_before_the_planner_replaces_it(tmp_path):
+    model = ScriptedModel([plan(("1", "Read the data")), finish("failed", "no file yet"),   # the goal's own task
+                           call("write_file", path="data.txt", content="42"), finish("done", "42", ["data.txt"]),
+                           plan(action="finish", answer="42")])
+    answer = aime(model, tmp_path).run("Put 42 in data.txt")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status, t.attempts) for t in board.tasks()] == [("1", "done", 2)]
+    retry = model.root_prompts[2]            # asked right after the failure: the actor again, not the planner
+    assert "An earlier attempt at this task failed: no file yet" in retry[1]["content"]
+    assert answer.text == "42" and answer.meta["planner_corrections"] == 1
+
+
+def test_a_goal_task_that_fails_twice_goes_to_the_planner(tmp_path):
+    model = ScriptedModel([plan(("1", "Read the data")), finish("failed", "no file"), finish("failed", "still none"),
+                           plan(action="give_up", answer="no data")])
+    answer = aime(model, tmp_path).run("Read data.txt")
+    assert answer.meta["state"] == "gave_up" and answer.text == "no data"
+    assert ProgressBoard(answer.meta["board"]).task("1").attempts == 2
 
 
 def test_a_new_error_is_progress_and_a_stopped_actor_reports_its_last_one(tmp_path):

@@ -94,6 +94,10 @@ class Planner:
                 {"role": "user", "content": step}]
 
     def step(self, goal: str, board: ProgressBoard, budget: Budget, note: str = "") -> Step:
+        failed_goal = _goal_task_failed(goal, board, self.max_attempts)
+        if failed_goal is not None:   # no planner call: its reply would be overridden
+            return Step("dispatch", _requeue(board, failed_goal),
+                        corrected="the goal's own task failed: it is retried as it is before any narrower task")
         reply = ask(self.model, self.messages(goal, board, note), DECISION, self.sampling, budget, self.retries)
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
@@ -188,6 +192,18 @@ def _goal_task_done(goal: str, board: ProgressBoard) -> BoardTask | None:
     if board.next_pending() is not None:
         return None
     return next((t for t in board.tasks() if t.status == "done" and _key(t.title) == _key(goal)), None)
+
+
+def _goal_task_failed(goal: str, board: ProgressBoard, max_attempts: int) -> BoardTask | None:
+    """The task that is the whole goal, when it has just failed and has tries left. Its actor runs again, told why
+    the last attempt failed, before the planner replaces it: on the 1.5B the planner's replacements were narrower
+    rewordings that lost part of the goal (the multiplication, the local module: "use a web scraping tool to get
+    the exchange rates") (bench/results/aime.md, ninth session), as its paraphrased plans did before `goal_task`."""
+    reports = board.reports()
+    task = board.task(reports[-1].task_id) if reports else None
+    if task is None or task.status != "failed" or _key(task.title) != _key(goal) or task.attempts >= max_attempts:
+        return None
+    return task
 
 
 def _unresolved_failure(board: ProgressBoard, chosen: BoardTask) -> BoardTask | None:
