@@ -121,12 +121,16 @@ def test_a_failed_goal_task_is_retried_as_it_is_before_the_planner_replaces_it(t
     model = ScriptedModel([plan(("1", "Read the data")), finish("failed", "no file yet"),   # the goal's own task
                            call("write_file", path="data.txt", content="42"), finish("done", "42", ["data.txt"]),
                            plan(action="finish", answer="42")])
-    answer = aime(model, tmp_path).run("Put 42 in data.txt")
+    answer = aime(model, tmp_path).run("Put 42 in data.txt", runs_dir=tmp_path / "runs")
     board = ProgressBoard(answer.meta["board"])
     assert [(t.id, t.status, t.attempts) for t in board.tasks()] == [("1", "done", 2)]
     retry = model.root_prompts[2]            # asked right after the failure: the actor again, not the planner
     assert "An earlier attempt at this task failed: no file yet" in retry[1]["content"]
     assert answer.text == "42" and answer.meta["planner_corrections"] == 1
+    events = [json.loads(line) for line in Path(answer.trace_path).read_text().splitlines()]
+    steps = [(e["reply"] is None, e["corrected"]) for e in events if (e["kind"], e["name"]) == ("planner", "step")]
+    assert steps == [(False, None), (True, "the goal's own task failed: it is retried as it is before any narrower "
+                                           "task"), (False, None)]   # the retry is traced, with no planner reply
 
 
 def test_a_goal_task_that_fails_twice_goes_to_the_planner(tmp_path):
