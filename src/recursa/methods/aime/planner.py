@@ -199,25 +199,27 @@ def _goal_task_failed(goal: str, board: ProgressBoard, max_attempts: int) -> Boa
     the last attempt failed, before the planner replaces it: on the 1.5B the planner's replacements were narrower
     rewordings that lost part of the goal (the multiplication, the local module: "use a web scraping tool to get
     the exchange rates") (bench/results/aime.md, ninth session), as its paraphrased plans did before `goal_task`."""
-    reports = board.reports()
-    task = board.task(reports[-1].task_id) if reports else None
-    if task is None or task.status != "failed" or _key(task.title) != _key(goal) or task.attempts >= max_attempts:
+    task = _latest_failed(board)
+    if task is None or _key(task.title) != _key(goal) or task.attempts >= max_attempts:
         return None
     return task
+
+
+def _latest_failed(board: ProgressBoard) -> BoardTask | None:
+    """The task of the latest report, when that task has failed (a failed redo keeps its task done)."""
+    reports = board.reports()
+    task = board.task(reports[-1].task_id) if reports else None
+    return task if task is not None and task.status == "failed" else None
 
 
 def _unresolved_failure(board: ProgressBoard, chosen: BoardTask) -> BoardTask | None:
     """The task of the latest report, when it failed and comes before `chosen`: the planner moved past a failure
     without adding a task to work around it, but tasks run in order and later ones build on earlier results."""
-    reports = board.reports()
-    if not reports or reports[-1].status == "done":
+    failed = _latest_failed(board)
+    if failed is None:
         return None
-    tasks = board.tasks()
-    order = {t.id: i for i, t in enumerate(tasks)}
-    failed = next((t for t in tasks if t.id == reports[-1].task_id), None)
-    if failed is None or failed.status != "failed" or order[failed.id] > order[chosen.id]:
-        return None
-    return failed
+    order = {t.id: i for i, t in enumerate(board.tasks())}
+    return None if order[failed.id] > order[chosen.id] else failed
 
 
 def _requeue(board: ProgressBoard, task: BoardTask) -> BoardTask:
