@@ -222,8 +222,8 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
             call = reply.value.model_dump()
             name = call.pop("tool")
             call.pop("thought", None)
-            evidence = "\n".join([spec.system, spec.user, *seen]) if name == "finish" and typed else ""
             checked = typed if limits.check_numbers else {}
+            evidence = "\n".join([spec.system, spec.user, *seen]) if name == "finish" and checked else ""
             refusal = (_refuse_finish(spec, call, bool(useful), refusals, checked, evidence) if name == "finish"
                        else None)
             if refusal:
