@@ -119,18 +119,18 @@ def test_a_worked_around_failure_ends_with_the_workarounds_result_when_the_plann
 
 def test_a_failed_goal_task_is_retried_as_it_is_before_the_planner_replaces_it(tmp_path):
     model = ScriptedModel([plan(("1", "Read the data")), finish("failed", "no file yet"),   # the goal's own task
-                           call("write_file", path="data.txt", content="42"), finish("done", "42", ["data.txt"]),
-                           plan(action="finish", answer="42")])
+                           call("write_file", path="data.txt", content="42"), finish("done", "42", ["data.txt"])])
     answer = aime(model, tmp_path).run("Put 42 in data.txt", runs_dir=tmp_path / "runs")
     board = ProgressBoard(answer.meta["board"])
     assert [(t.id, t.status, t.attempts) for t in board.tasks()] == [("1", "done", 2)]
     retry = model.root_prompts[2]            # asked right after the failure: the actor again, not the planner
     assert "An earlier attempt at this task failed: no file yet" in retry[1]["content"]
-    assert answer.text == "42" and answer.meta["planner_corrections"] == 1
+    assert answer.text == "42" and answer.meta["planner_corrections"] == 2
     events = [json.loads(line) for line in Path(answer.trace_path).read_text().splitlines()]
     steps = [(e["reply"] is None, e["corrected"]) for e in events if (e["kind"], e["name"]) == ("planner", "step")]
-    assert steps == [(False, None), (True, "the goal's own task failed: it is retried as it is before any narrower "
-                                           "task"), (False, None)]   # the retry is traced, with no planner reply
+    retried = "the goal's own task failed: it is retried as it is before any narrower task"
+    stands = "the goal's own task is done: its result stands"
+    assert steps == [(False, None), (True, retried), (True, stands)]   # both traced, with no planner reply
 
 
 def test_a_goal_task_that_fails_twice_goes_to_the_planner(tmp_path):
@@ -169,10 +169,9 @@ def test_malformed_replies_are_answered_and_recovered(tmp_path):
         '{"thought": "t", "tool": "write_file", "path": "a.txt"}',   # missing argument
         call("write_file", path="a.txt", content="hi"),
         finish(pointers=["a.txt"]),
-        plan(action="finish", answer="written"),
     ])
     answer = aime(model, tmp_path).run("Write hi to a.txt")
-    assert answer.text == "written" and answer.meta["invalid_replies"] == 2
+    assert answer.meta["state"] == "finished" and answer.meta["invalid_replies"] == 2
     assert "not valid" in model.root_prompts[1][-1]["content"]
     assert (tmp_path / "ws" / "a.txt").read_text() == "hi"
 
@@ -220,7 +219,7 @@ def test_planner_mistakes_are_corrected_against_the_board(tmp_path):
                            finish(), plan(action="dispatch", task_id="1"),      # 1 is done: sent back (a redo)
                            call("write_file", path="a.txt", content="y"), finish(),
                            plan(action="dispatch", task_id="1")])     # 1 has no tries left: nothing left -> finish
-    answer = aime(model, tmp_path).run("goal")
+    answer = aime(model, tmp_path, review_goal_result=True).run("goal")
     assert answer.meta["planner_corrections"] == 3 and answer.meta["state"] == "finished"
 
 
@@ -404,18 +403,17 @@ def test_the_planner_may_dispatch_a_failed_task_again_until_its_attempts_run_out
 def test_a_planner_that_ends_before_planning_anything_gets_the_whole_goal_as_one_task(tmp_path, first_reply):
     replies = [first_reply] * (3 if first_reply.startswith("not") else 1)   # an invalid reply is asked again twice
     model = ScriptedModel([*replies, call("write_file", path="a.txt", content="25"),
-                           finish(summary="a.txt holds 25", pointers=["a.txt"]), plan(action="finish", answer="25")])
+                           finish(summary="a.txt holds 25", pointers=["a.txt"])])
     answer = aime(model, tmp_path).run("write 25 to a.txt")
     board = ProgressBoard(answer.meta["board"])
     assert [(t.title, t.status) for t in board.tasks()] == [("write 25 to a.txt", "done")]
-    assert (tmp_path / "ws" / "a.txt").read_text() == "25" and answer.meta["planner_corrections"] == 1
+    assert (tmp_path / "ws" / "a.txt").read_text() == "25" and answer.meta["planner_corrections"] == 2
 
 
 def test_the_trace_keeps_every_planner_and_actor_reply_as_written(tmp_path):
-    script = [plan(("1", "Write a.txt")), call("write_file", path="a.txt", content="a"), finish(summary="a written"),
-              plan(action="finish", answer="a")]
+    script = [plan(("1", "Write a.txt")), call("write_file", path="a.txt", content="a"), finish(summary="a written")]
     answer = aime(ScriptedModel(list(script)), tmp_path).run("write a.txt", runs_dir=tmp_path / "runs")
     events = [json.loads(line) for line in Path(answer.trace_path).read_text().splitlines()]
     replies = [e["text"] for e in events if (e["kind"], e["name"]) == ("actor", "reply")]
     planned = [e["reply"] for e in events if (e["kind"], e["name"]) == ("planner", "step")]
-    assert replies == script[1:3] and planned == [script[0], script[3]]
+    assert replies == script[1:3] and planned == [script[0], None]   # the done goal task's result stands

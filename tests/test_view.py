@@ -165,7 +165,8 @@ def test_a_board_outside_the_runs_folder_is_not_opened(tmp_path):
 def test_aime_board_snapshot_and_change_detection(client, runs):
     root, keys = runs
     snapshot = client.get("/api/board", params={"key": keys["aime"]}).json()
-    assert (snapshot["goal"], snapshot["state"], snapshot["answer"]) == ("Write a.txt", "finished", "a.txt is written")
+    assert (snapshot["goal"], snapshot["state"]) == ("Write a.txt", "finished")
+    assert snapshot["answer"].startswith("wrote a.txt")      # the one task's result stands as the answer
     [task] = snapshot["tasks"]
     assert (task["title"], task["status"], task["criteria"]) == ("Write a.txt", "done", "the goal is met")
     assert task["reports"][0]["summary"] == "wrote a.txt" and task["reports"][0]["pointers"] == ["a.txt"]

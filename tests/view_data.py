@@ -56,9 +56,8 @@ def aime_run(root: Path) -> str:
     plan = json.dumps({"thought": "t", "action": "dispatch", "task_id": "1", "answer": "",
                        "add": [{"id": "1", "title": "Write a.txt", "criteria": "a.txt exists",
                                 "toolkits": ["workspace"], "role": "clerk"}]})
-    done = json.dumps({"thought": "t", "add": [], "action": "finish", "task_id": "", "answer": "a.txt is written"})
     model = TracedScriptedModel([plan, aime_call("write_file", path="a.txt", content="x"),
-                           aime_call("finish", status="done", summary="wrote a.txt", pointers=["a.txt"]), done])
+                           aime_call("finish", status="done", summary="wrote a.txt", pointers=["a.txt"])])
     answer = create("aime", model, workspace=str(root / "ws")).run("Write a.txt", runs_dir=root)
     return key_of(root, answer.trace_path)
 

@@ -48,6 +48,8 @@ class AimeConfig(MethodConfig):
     """Planner steps before the run gives up with what it has."""
     max_attempts: int = Field(2, ge=1)
     """Times one task may be dispatched."""
+    review_goal_result: bool = False
+    """Let the planner send a done one-task plan (the whole goal) back for a redo; off: its result stands."""
     max_steps: int = Field(8, ge=1)
     """Step cap: tool calls per actor."""
     max_repeats: int = Field(2, ge=1)
@@ -168,7 +170,8 @@ class Aime(MethodBase):
                 self._dispatch(task, goal, board, workspace, budget, stats)
             done = board.tasks()[0]
             return done.result, "finished" if done.status == "done" else "gave_up"
-        planner = Planner(self.model, kits, self.sampling, self.config.retries, self.config.max_attempts)
+        planner = Planner(self.model, kits, self.sampling, self.config.retries, self.config.max_attempts,
+                          review_goal_result=self.config.review_goal_result)
         note = ""
         for _ in range(self.config.max_rounds):
             had_tasks = bool(board.tasks())

@@ -78,9 +78,9 @@ class Step:
 
 class Planner:
     def __init__(self, model: ChatModel, toolkits: list[str], sampling: Sampling, retries: int = 2,
-                 max_attempts: int = 2):
+                 max_attempts: int = 2, review_goal_result: bool = False):
         self.model, self.toolkits, self.sampling, self.retries = model, toolkits, sampling, retries
-        self.max_attempts = max_attempts
+        self.max_attempts, self.review_goal_result = max_attempts, review_goal_result
         self.aliases: dict[str, str] = {}   # the planner's wording of a task → the title on the board
 
     def messages(self, goal: str, board: ProgressBoard, note: str = "") -> list[dict[str, str]]:
@@ -98,6 +98,10 @@ class Planner:
         if failed_goal is not None:   # no planner call: its reply would be overridden
             return Step("dispatch", _requeue(board, failed_goal),
                         corrected="the goal's own task failed: it is retried as it is before any narrower task")
+        finished_goal = None if self.review_goal_result else _goal_task_done(goal, board)
+        if finished_goal is not None:   # no planner call: the same model would judge its own checked result again
+            return Step("finish", answer=finished_goal.result,
+                        corrected="the goal's own task is done: its result stands")
         reply = ask(self.model, self.messages(goal, board, note), DECISION, self.sampling, budget, self.retries)
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
@@ -179,16 +183,17 @@ class Planner:
 def goal_task(goal: str, toolkits: list[str], task_id: str = "1") -> BoardTask:
     """The whole goal as one task, exactly as the single actor (`planner=none`) gets it: the goal's own words (small
     planners paraphrased its numbers away), every toolkit, no narrower persona or criteria. A one-task plan's first
-    attempt is then the single actor's, and the planner adds what comes after it: the retry of a failure, a redo.
+    attempt is then the single actor's, and the planner adds what comes after a failure: a retry, then other tasks.
     (With the planner's "data clerk" and only `python`, the 1.5B's first attempts at the CSV goals looped on reading
     the file in 3 of 3 traces where the single actor's succeeded.)"""
     return BoardTask(task_id, goal, "the goal is met", None, list(toolkits), "a capable assistant")
 
 
 def _goal_task_done(goal: str, board: ProgressBoard) -> BoardTask | None:
-    """The task that is the whole goal (a one-task plan), when it is done and nothing is pending. Its result stands
-    unless the planner sends it back: on the 1.5B, tasks added after it were the goal again in other words, and one
-    overwrote a right answer with a wrong one (bench/results/aime.md, eighth session)."""
+    """The task that is the whole goal (a one-task plan), when it is done and nothing is pending. Its result stands:
+    on the 1.5B, tasks added after it were the goal again in other words, one overwrote a right answer with a wrong
+    one (bench/results/aime.md, eighth session), and the planner's three send-backs were all of right results, one
+    then lost (ninth session). With `review_goal_result` the planner may still send it back."""
     if board.next_pending() is not None:
         return None
     return next((t for t in board.tasks() if t.status == "done" and _key(t.title) == _key(goal)), None)
