@@ -133,6 +133,21 @@ def test_a_failed_goal_task_is_retried_as_it_is_before_the_planner_replaces_it(t
     assert steps == [(False, None), (True, retried), (True, stands)]   # both traced, with no planner reply
 
 
+def test_a_first_plan_of_several_tasks_runs_the_whole_goal_first_and_splits_it_after_a_failure(tmp_path):
+    goal = "Write a.txt and b.txt"
+    split = (("1", "Write a.txt"), ("2", "Write b.txt"))
+    model = ScriptedModel([plan(*split), finish("failed", "lost"), finish("failed", "lost again"),
+                           plan(("2", "Write a.txt"), ("3", "Write b.txt"), task_id="2"),   # the split, now taken
+                           call("write_file", path="a.txt", content="a"), finish(summary="a", pointers=["a.txt"]),
+                           plan(task_id="3"),
+                           call("write_file", path="b.txt", content="b"), finish(summary="b", pointers=["b.txt"]),
+                           plan(action="finish", answer="both")])
+    answer = aime(model, tmp_path).run(goal)
+    tasks = ProgressBoard(answer.meta["board"]).tasks()
+    assert [(t.title, t.status) for t in tasks] == [(goal, "failed"), ("Write a.txt", "done"), ("Write b.txt", "done")]
+    assert answer.text == "both" and model.root_prompts[1][-1]["content"].startswith(f"Your task: {goal}")
+
+
 def test_a_goal_task_that_fails_twice_goes_to_the_planner(tmp_path):
     model = ScriptedModel([plan(("1", "Read the data")), finish("failed", "no file"), finish("failed", "still none"),
                            plan(action="give_up", answer="no data")])
@@ -264,7 +279,7 @@ model = Hangs([json.dumps({{"thought": "t", "add": add, "action": "dispatch", "t
                call("finish", status="done", summary="wrote A", pointers=["a.txt"]),
                json.dumps({{"thought": "t", "add": [], "action": "dispatch", "task_id": "2", "answer": ""}}),
                call("write_file", path="b_partial.txt", content="half")])
-create("aime", model, workspace={ws!r}, board_dir={boards!r}).run("write a then b")
+create("aime", model, workspace={ws!r}, board_dir={boards!r}, split_first=True).run("write a then b")
 """
 
 
@@ -336,7 +351,7 @@ def test_a_resent_plan_adds_no_duplicate_but_a_failed_task_can_come_back(tmp_pat
                            plan(("1", "Write a.txt"), ("2", "write  B.txt"), task_id="2.2"),  # retry of the failed one
                            call("write_file", path="b.txt", content="b"), finish(summary="b written"),
                            plan(action="finish", answer="both")])
-    answer = aime(model, tmp_path).run("write a.txt and b.txt")
+    answer = aime(model, tmp_path, split_first=True).run("write a.txt and b.txt")
     board = ProgressBoard(answer.meta["board"])
     assert [(t.id, t.status) for t in board.tasks()] == [("1", "done"), ("2", "failed"), ("2.2", "done")]
     assert answer.text == "both"
@@ -348,7 +363,7 @@ def test_finishing_with_a_task_still_pending_dispatches_it_first(tmp_path):
                            plan(action="finish", answer="a"),                  # task 2 is still pending
                            call("write_file", path="b.txt", content="b"), finish(summary="b written"),
                            plan(action="finish", answer="both")])
-    answer = aime(model, tmp_path).run("write a.txt and b.txt")
+    answer = aime(model, tmp_path, split_first=True).run("write a.txt and b.txt")
     board = ProgressBoard(answer.meta["board"])
     assert [(t.id, t.status) for t in board.tasks()] == [("1", "done"), ("2", "done")]
     assert answer.text == "both" and answer.meta["planner_corrections"] == 1
@@ -379,7 +394,7 @@ def test_a_failed_task_is_retried_before_a_later_one_and_the_retry_sees_why_it_f
                            plan(task_id="2"),
                            call("write_file", path="summary.txt", content="7"), finish(summary="summary written"),
                            plan(action="finish", answer="7")])
-    answer = aime(model, tmp_path).run("write data.txt, then summary.txt")
+    answer = aime(model, tmp_path, split_first=True).run("write data.txt, then summary.txt")
     board = ProgressBoard(answer.meta["board"])
     assert [(t.id, t.status, t.attempts) for t in board.tasks()] == [("1", "done", 2), ("2", "done", 1)]
     assert answer.meta["planner_corrections"] == 1

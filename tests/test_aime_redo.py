@@ -46,7 +46,7 @@ def test_a_done_task_dispatched_while_work_is_pending_is_a_slip_not_a_redo(tmp_p
                            plan(task_id="1"),                                  # task 2 still pending
                            call("write_file", path="b.txt", content="b"), finish(summary="b written"),
                            plan(action="finish", answer="both")])
-    answer = aime(model, tmp_path, check_numbers=False).run("write a.txt and b.txt")
+    answer = aime(model, tmp_path, check_numbers=False, split_first=True).run("write a.txt and b.txt")
     board = ProgressBoard(answer.meta["board"])
     assert [(t.id, t.status, t.attempts) for t in board.tasks()] == [("1", "done", 1), ("2", "done", 1)]
 

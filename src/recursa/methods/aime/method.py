@@ -50,6 +50,9 @@ class AimeConfig(MethodConfig):
     """Times one task may be dispatched."""
     review_goal_result: bool = False
     """Let the planner send a done one-task plan (the whole goal) back for a redo; off: its result stands."""
+    split_first: bool = False
+    """Run the planner's first plan as it is; off: a first plan of several tasks becomes the whole goal as one
+    task (as the single actor runs it), and the planner splits the goal only after that task has failed."""
     max_steps: int = Field(8, ge=1)
     """Step cap: tool calls per actor."""
     max_repeats: int = Field(2, ge=1)
@@ -171,7 +174,7 @@ class Aime(MethodBase):
             done = board.tasks()[0]
             return done.result, "finished" if done.status == "done" else "gave_up"
         planner = Planner(self.model, kits, self.sampling, self.config.retries, self.config.max_attempts,
-                          review_goal_result=self.config.review_goal_result)
+                          review_goal_result=self.config.review_goal_result, split_first=self.config.split_first)
         note = ""
         for _ in range(self.config.max_rounds):
             had_tasks = bool(board.tasks())

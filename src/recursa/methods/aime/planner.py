@@ -78,9 +78,9 @@ class Step:
 
 class Planner:
     def __init__(self, model: ChatModel, toolkits: list[str], sampling: Sampling, retries: int = 2,
-                 max_attempts: int = 2, review_goal_result: bool = False):
+                 max_attempts: int = 2, review_goal_result: bool = False, split_first: bool = False):
         self.model, self.toolkits, self.sampling, self.retries = model, toolkits, sampling, retries
-        self.max_attempts, self.review_goal_result = max_attempts, review_goal_result
+        self.max_attempts, self.review_goal_result, self.split_first = max_attempts, review_goal_result, split_first
         self.aliases: dict[str, str] = {}   # the planner's wording of a task → the title on the board
 
     def messages(self, goal: str, board: ProgressBoard, note: str = "") -> list[dict[str, str]]:
@@ -94,28 +94,25 @@ class Planner:
                 {"role": "user", "content": step}]
 
     def step(self, goal: str, board: ProgressBoard, budget: Budget, note: str = "") -> Step:
-        failed_goal = _goal_task_failed(goal, board, self.max_attempts)
-        if failed_goal is not None:   # no planner call: its reply would be overridden
-            return Step("dispatch", _requeue(board, failed_goal),
-                        corrected="the goal's own task failed: it is retried as it is before any narrower task")
-        finished_goal = None if self.review_goal_result else _goal_task_done(goal, board)
-        if finished_goal is not None:   # no planner call: the same model would judge its own checked result again
-            return Step("finish", answer=finished_goal.result,
-                        corrected="the goal's own task is done: its result stands")
+        ruled = self._without_planner(goal, board)
+        if ruled is not None:
+            return ruled
         reply = ask(self.model, self.messages(goal, board, note), DECISION, self.sampling, budget, self.retries)
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
         added = dropped = 0
         readded: dict[str, BoardTask] = {}   # id of a re-added task → the done task of the same title
-        whole_goal = not board.tasks() and len(decision.add) == 1
+        whole_goal = not board.tasks() and (len(decision.add) == 1 or (decision.add and not self.split_first))
         closed = _goal_task_done(goal, board)
         for item in decision.add:
             title = clean_title(item.title)
-            if whole_goal:   # a plan of one task is the goal, given to the single actor as it is (see goal_task)
-                self.aliases[_key(title)] = goal
-                board.add_task(goal_task(goal, self.toolkits, item.id.strip() or "1"))
-                added += 1
+            if whole_goal:   # a first plan is the goal, given to the single actor as it is (see goal_task)
+                if len(decision.add) == 1:   # its later resends name the goal; a split's tasks stay for later
+                    self.aliases[_key(title)] = goal
+                if not board.tasks():
+                    board.add_task(goal_task(goal, self.toolkits, item.id.strip() or "1"))
+                    added += 1
                 continue
             title = self.aliases.get(_key(title), title)     # the plan resent in the planner's words
             if already_planned(board, title):   # small planners resend their whole plan at every step
@@ -130,6 +127,9 @@ class Planner:
             board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
                                      item.role or "a careful assistant"))
             added += 1
+        if whole_goal and len(decision.add) > 1:
+            return Step("dispatch", board.tasks()[0], added=added, reply=reply,
+                        corrected="the whole goal is tried as one task before it is split")
         if decision.action != "dispatch" and not board.tasks():   # an answer from nothing: try the goal first
             return self._fallback(goal, board, reply, f"{decision.action} before any task was planned")
         if decision.action == "finish":
@@ -159,6 +159,18 @@ class Planner:
         fallback = self._fallback(goal, board, reply, f"task {decision.task_id!r} is not pending")
         fallback.added = added
         return fallback
+
+    def _without_planner(self, goal: str, board: ProgressBoard) -> Step | None:
+        """The next step when the board alone decides it, with no planner call (its reply would be overridden)."""
+        failed_goal = _goal_task_failed(goal, board, self.max_attempts)
+        if failed_goal is not None:
+            return Step("dispatch", _requeue(board, failed_goal),
+                        corrected="the goal's own task failed: it is retried as it is before any narrower task")
+        finished_goal = None if self.review_goal_result else _goal_task_done(goal, board)
+        if finished_goal is not None:   # the same model would judge its own checked result again
+            return Step("finish", answer=finished_goal.result,
+                        corrected="the goal's own task is done: its result stands")
+        return None
 
     def _may_redo(self, board: ProgressBoard, task: BoardTask) -> bool:
         """Dispatching a done task once all planned work is done sends it back: the planner judged its result
