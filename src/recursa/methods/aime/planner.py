@@ -101,32 +101,9 @@ class Planner:
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
-        added = dropped = 0
-        readded: dict[str, BoardTask] = {}   # id of a re-added task → the done task of the same title
         whole_goal = not board.tasks() and (len(decision.add) == 1 or (decision.add and not self.split_first))
         closed = _goal_task_done(goal, board)
-        for item in decision.add:
-            title = clean_title(item.title)
-            if whole_goal:   # a first plan is the goal, given to the single actor as it is (see goal_task)
-                if len(decision.add) == 1:   # its later resends name the goal; a split's tasks stay for later
-                    self.aliases[_key(title)] = goal
-                if not board.tasks():
-                    board.add_task(goal_task(goal, self.toolkits, item.id.strip() or "1"))
-                    added += 1
-                continue
-            title = self.aliases.get(_key(title), title)     # the plan resent in the planner's words
-            if already_planned(board, title):   # small planners resend their whole plan at every step
-                same = _same_title(board, title)
-                if same is not None and same.status == "done":
-                    readded[item.id.strip()] = same
-                continue
-            if closed is not None:   # new work after the goal's own task is done redoes it in weaker words
-                dropped += 1
-                continue
-            toolkits = [name for name in item.toolkits if name in self.toolkits] or ["python", "workspace"]
-            board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
-                                     item.role or "a careful assistant"))
-            added += 1
+        added, dropped, readded = self._add_tasks(goal, board, decision, whole_goal, closed)
         if whole_goal and len(decision.add) > 1:
             return Step("dispatch", board.tasks()[0], added=added, reply=reply,
                         corrected="the whole goal is tried as one task before it is split")
@@ -159,6 +136,36 @@ class Planner:
         fallback = self._fallback(goal, board, reply, f"task {decision.task_id!r} is not pending")
         fallback.added = added
         return fallback
+
+    def _add_tasks(self, goal: str, board: ProgressBoard, decision: PlannerDecision, whole_goal: bool,
+                   closed: BoardTask | None) -> tuple[int, int, dict[str, BoardTask]]:
+        """Put the reply's new tasks on the board: (tasks added, tasks dropped, id of a re-added task → the done
+        task of the same title)."""
+        added = dropped = 0
+        readded: dict[str, BoardTask] = {}
+        for item in decision.add:
+            title = clean_title(item.title)
+            if whole_goal:   # a first plan is the goal, given to the single actor as it is (see goal_task)
+                if len(decision.add) == 1:   # its later resends name the goal; a split's tasks stay for later
+                    self.aliases[_key(title)] = goal
+                if not board.tasks():
+                    board.add_task(goal_task(goal, self.toolkits, item.id.strip() or "1"))
+                    added += 1
+                continue
+            title = self.aliases.get(_key(title), title)     # the plan resent in the planner's words
+            if already_planned(board, title):   # small planners resend their whole plan at every step
+                same = _same_title(board, title)
+                if same is not None and same.status == "done":
+                    readded[item.id.strip()] = same
+                continue
+            if closed is not None:   # new work after the goal's own task is done redoes it in weaker words
+                dropped += 1
+                continue
+            toolkits = [name for name in item.toolkits if name in self.toolkits] or ["python", "workspace"]
+            board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
+                                     item.role or "a careful assistant"))
+            added += 1
+        return added, dropped, readded
 
     def _without_planner(self, goal: str, board: ProgressBoard) -> Step | None:
         """The next step when the board alone decides it, with no planner call (its reply would be overridden)."""
