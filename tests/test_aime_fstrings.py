@@ -83,3 +83,15 @@ def test_a_string_that_quotes_a_word_in_single_quotes_gets_double_quotes():
     two = "print('the 'a' one')\nprint(d['k'], 'the 'b' one')\n"
     assert repair_code(two) == "print(\"the 'a' one\")\nprint(d['k'], \"the 'b' one\")\n"
     assert repair_code("print('a' 'b)\n") == "print('a' 'b)\n"              # nothing compiles: as written
+
+
+def test_a_block_whose_line_breaks_were_dropped_but_its_indentation_kept_is_restored():
+    from recursa.methods.aime.toolkits.code_repair import repair_code
+
+    collapsed = ("RATES = {'A': 1.5}\ndef rates():    if not RATES:        raise ValueError('no    rates')"
+                 "    return dict(RATES)\nprint(rates()['A'])\n")
+    fixed = repair_code(collapsed)
+    assert fixed == ("RATES = {'A': 1.5}\ndef rates():\n    if not RATES:\n        raise ValueError('no    rates')"
+                     "\n    return dict(RATES)\nprint(rates()['A'])\n")      # the spaces in the string stay
+    assert repair_code("x = 1    # aligned comment\n") == "x = 1    # aligned comment\n"   # valid: untouched
+    assert repair_code("print(1)    print(2)\n") == "print(1)    print(2)\n"   # no indentation fits: as written

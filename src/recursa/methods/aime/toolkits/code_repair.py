@@ -6,12 +6,14 @@ the quote masked and writes the brace first: `print(3143+23)}`, then the newline
 braces are dropped. A model that means Python's `\n` inside a string literal writes JSON's `\n`, which decodes to
 a line break, so `print('a\nb')` arrives with the literal cut in two: such a break becomes the escape again. With
 `"` masked, a message that quotes a word comes as `print('no 'rates' key')`: the line's string gets double
-quotes. As with nested f-strings (fstrings.py), code changes only when it does not compile as written and compiles
-after.
+quotes. Some replies drop the line breaks of a block but keep its indentation (`def f():    if x:        return
+1`): each run of four or more spaces after code becomes a line break with that indentation. As with nested
+f-strings (fstrings.py), code changes only when it does not compile as written and compiles after.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from recursa.methods.aime.toolkits.fstrings import compiles, requote_nested_fstrings
@@ -91,6 +93,27 @@ def requote_quoting_strings(code: str, lines_to_fix: int = 3) -> str:
     return code
 
 
+COLLAPSED_BREAK = re.compile(r"(?<=\S) {4,}(?=[^\s#])")
+
+
+def restore_collapsed_lines(code: str) -> str:
+    """`code` with each run of four or more spaces that follows code on a line, outside a string literal, made a
+    line break indented by that run."""
+    lines = []
+    for line in code.split("\n"):
+        cuts = [m for m in COLLAPSED_BREAK.finditer(line) if not _inside_string(line[:m.start()])]
+        for match in reversed(cuts):
+            line = f"{line[:match.start()]}\n{match.group()}{line[match.end():]}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _inside_string(prefix: str) -> bool:
+    """Whether a line's `prefix` ends inside a one-line string literal (an odd count of one kind of quote)."""
+    prefix = prefix.replace("\\\\", "").replace("\\'", "").replace('\\"', "")
+    return prefix.count("'") % 2 == 1 or prefix.count('"') % 2 == 1
+
+
 def _candidates(code: str) -> Iterator[str]:
     body = code.rstrip()
     trimmed = body.rstrip("}").rstrip() + "\n"
@@ -98,12 +121,13 @@ def _candidates(code: str) -> Iterator[str]:
         yield requote_nested_fstrings(source)
         yield requote_nested_fstrings(rejoin_broken_strings(source))
         yield requote_quoting_strings(rejoin_broken_strings(source))
+        yield restore_collapsed_lines(source)
 
 
 def repair_code(code: str) -> str:
     """`code` as written when it compiles; otherwise the first repair that compiles (nested f-strings requoted,
-    trailing braces dropped, broken string literals rejoined, strings that quote requoted), or the code as
-    written."""
+    trailing braces dropped, broken string literals rejoined, strings that quote requoted, collapsed line breaks
+    restored), or the code as written."""
     if compiles(code):
         return code
     return next((candidate for candidate in _candidates(code) if compiles(candidate)), code)
