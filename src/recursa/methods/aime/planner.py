@@ -101,7 +101,7 @@ class Planner:
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
-        whole_goal = not board.tasks() and (len(decision.add) == 1 or (decision.add and not self.split_first))
+        whole_goal = not board.tasks() and (len(decision.add) == 1 or (bool(decision.add) and not self.split_first))
         closed = _goal_task_done(goal, board)
         added, dropped, readded = self._add_tasks(goal, board, decision, whole_goal, closed)
         if whole_goal and len(decision.add) > 1:
