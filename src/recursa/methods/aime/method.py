@@ -180,7 +180,7 @@ class Aime(MethodBase):
             had_tasks = bool(board.tasks())
             with span("planner", "step", aime_run=board.meta("goal")[:60]) as traced:
                 step = planner.step(goal, board, budget, note)
-                if traced is not None:   # a step decided without a planner call (a goal retry) is traced too
+                if traced is not None:   # a step decided without a planner call (goal retry, result stands) too
                     traced.set(reply=step.reply.text[:1500] if step.reply else None, corrected=step.corrected)
             stats.add("planner", step.reply.completions if step.reply else [])
             stats.invalid += len(step.reply.errors) if step.reply else 0

@@ -101,7 +101,7 @@ class Planner:
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
-        whole_goal = not board.tasks() and (len(decision.add) == 1 or (bool(decision.add) and not self.split_first))
+        whole_goal = bool(decision.add) and not board.tasks() and (len(decision.add) == 1 or not self.split_first)
         closed = _goal_task_done(goal, board)
         added, dropped, readded = self._add_tasks(goal, board, decision, whole_goal, closed)
         if whole_goal and len(decision.add) > 1:
@@ -141,17 +141,16 @@ class Planner:
                    closed: BoardTask | None) -> tuple[int, int, dict[str, BoardTask]]:
         """Put the reply's new tasks on the board: (tasks added, tasks dropped, id of a re-added task → the done
         task of the same title)."""
+        if whole_goal:   # a first plan is the goal, given to the single actor as it is (see goal_task)
+            first = decision.add[0]
+            if len(decision.add) == 1:   # its later resends name the goal; a split's tasks stay for later
+                self.aliases[_key(clean_title(first.title))] = goal
+            board.add_task(goal_task(goal, self.toolkits, first.id.strip() or "1"))
+            return 1, 0, {}
         added = dropped = 0
         readded: dict[str, BoardTask] = {}
         for item in decision.add:
             title = clean_title(item.title)
-            if whole_goal:   # a first plan is the goal, given to the single actor as it is (see goal_task)
-                if len(decision.add) == 1:   # its later resends name the goal; a split's tasks stay for later
-                    self.aliases[_key(title)] = goal
-                if not board.tasks():
-                    board.add_task(goal_task(goal, self.toolkits, item.id.strip() or "1"))
-                    added += 1
-                continue
             title = self.aliases.get(_key(title), title)     # the plan resent in the planner's words
             if already_planned(board, title):   # small planners resend their whole plan at every step
                 same = _same_title(board, title)
