@@ -95,3 +95,5 @@ def test_a_block_whose_line_breaks_were_dropped_but_its_indentation_kept_is_rest
                      "\n    return dict(RATES)\nprint(rates()['A'])\n")      # the spaces in the string stay
     assert repair_code("x = 1    # aligned comment\n") == "x = 1    # aligned comment\n"   # valid: untouched
     assert repair_code("print(1)    print(2)\n") == "print(1)    print(2)\n"   # no indentation fits: as written
+    apostrophe = 'if True:    print("it\'s")    x = 1\n'          # a quote of the other kind inside a string
+    assert repair_code(apostrophe) == 'if True:\n    print("it\'s")\n    x = 1\n'

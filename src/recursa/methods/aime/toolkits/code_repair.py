@@ -19,38 +19,31 @@ from collections.abc import Iterator
 from recursa.methods.aime.toolkits.fstrings import compiles, requote_nested_fstrings
 
 
-def rejoin_broken_strings(code: str) -> str:
-    """`code` with each line break inside a one-line string literal written as the escape `\\n`."""
-    out: list[str] = []
+def _chunks(code: str) -> Iterator[tuple[str, str]]:
+    """`code` cut into chunks (an escape pair, a quote delimiter, a comment, or one character), each with the quote
+    of the string literal left open after it ("" outside any). A one-line literal cut by a line break stays open."""
     quote, i = "", 0
     while i < len(code):
         char = code[i]
-        if quote:
-            if char == "\\" and i + 1 < len(code):
-                out.append(code[i:i + 2])
-                i += 2
-                continue
-            if code.startswith(quote, i):
-                out.append(quote)
-                i += len(quote)
-                quote = ""
-                continue
-            out.append("\\n" if char == "\n" and len(quote) == 1 else char)
-        elif char == "#":
+        if quote and char == "\\" and i + 1 < len(code):
+            chunk = code[i:i + 2]
+        elif quote and code.startswith(quote, i):
+            chunk, quote = quote, ""
+        elif not quote and char == "#":
             end = code.find("\n", i)
-            end = len(code) if end < 0 else end
-            out.append(code[i:end])
-            i = end
-            continue
-        elif char in "'\"":
+            chunk = code[i:len(code) if end < 0 else end]
+        elif not quote and char in "'\"":
             quote = char * 3 if code.startswith(char * 3, i) else char
-            out.append(quote)
-            i += len(quote)
-            continue
+            chunk = quote
         else:
-            out.append(char)
-        i += 1
-    return "".join(out)
+            chunk = char
+        yield chunk, quote
+        i += len(chunk)
+
+
+def rejoin_broken_strings(code: str) -> str:
+    """`code` with each line break inside a one-line string literal written as the escape `\\n`."""
+    return "".join("\\n" if chunk == "\n" and len(quote) == 1 else chunk for chunk, quote in _chunks(code))
 
 
 def _error_line(code: str) -> int | None:
@@ -109,9 +102,9 @@ def restore_collapsed_lines(code: str) -> str:
 
 
 def _inside_string(prefix: str) -> bool:
-    """Whether a line's `prefix` ends inside a one-line string literal (an odd count of one kind of quote)."""
-    prefix = prefix.replace("\\\\", "").replace("\\'", "").replace('\\"', "")
-    return prefix.count("'") % 2 == 1 or prefix.count('"') % 2 == 1
+    """Whether a line's `prefix` ends inside a string literal."""
+    states = [quote for _, quote in _chunks(prefix)]
+    return bool(states and states[-1])
 
 
 def _candidates(code: str) -> Iterator[str]:
