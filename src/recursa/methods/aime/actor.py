@@ -146,9 +146,8 @@ def _track_typed(typed: dict[str, str], name: str, call: dict, ok: bool, env: To
     replaces what was typed into it."""
     if name == "write_file" and ok:
         typed[call["path"]] = call["content"]
-    for written in env.code_wrote:
+    for written in env.take_code_writes():
         typed.pop(written, None)
-    env.code_wrote = []
 
 
 def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: set[str],

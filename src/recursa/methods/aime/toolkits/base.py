@@ -42,5 +42,10 @@ class ToolEnv:
     budget: Budget
     knowledge: Any = None               # a `KnowledgeBase` or None
     written: list[str] = field(default_factory=list)   # workspace paths written by this actor (its pointers)
-    code_wrote: list[str] = field(default_factory=list)   # files the last code run wrote (computed, not typed)
+    code_wrote: list[str] = field(default_factory=list)   # files code wrote since last taken (computed, not typed)
     options: dict[str, Any] = field(default_factory=dict)
+
+    def take_code_writes(self) -> list[str]:
+        """The files code runs wrote since the last call (each reported once)."""
+        taken, self.code_wrote = self.code_wrote, []
+        return taken

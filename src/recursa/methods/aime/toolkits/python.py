@@ -123,7 +123,7 @@ def toolkit(env: ToolEnv) -> Toolkit:
         sync.push()
         result = worker.execute(repair_code(args.code))
         changed = sync.pull()
-        env.code_wrote = changed
+        env.code_wrote += changed
         text = result.text()
         if changed:
             text += f"\n(files written: {', '.join(changed)})"
