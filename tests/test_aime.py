@@ -229,6 +229,15 @@ def test_every_tool_reply_fits_the_actor_token_default_when_its_strings_run_to_t
         assert chars / 3.5 + 30 < tokens, args   # ~3.5 characters a token in code and prose, ~30 for the JSON
 
 
+def test_a_task_that_copies_the_planner_prompts_example_is_not_added(tmp_path):
+    example = "Count rows of orders.csv whose bread is rye and write the count to rye.txt"   # prompts.yaml
+    model = ScriptedModel([plan(("1", "Read the data")), finish("failed", "no file"), finish("failed", "still none"),
+                           plan(("2", example), task_id="2")])
+    answer = aime(model, tmp_path).run("Read data.txt")
+    assert answer.meta["state"] == "gave_up" and "copied the prompt's example" in answer.text
+    assert [t.id for t in ProgressBoard(answer.meta["board"]).tasks()] == ["1"]
+
+
 def test_planner_mistakes_are_corrected_against_the_board(tmp_path):
     model = ScriptedModel([plan(("1", "Write a.txt"), task_id="9"), call("write_file", path="a.txt", content="x"),
                            finish(), plan(action="dispatch", task_id="1"),      # 1 is done: sent back (a redo)

@@ -101,6 +101,8 @@ class Planner:
         decision: PlannerDecision | None = reply.value
         if decision is None:   # every attempt invalid: keep going with the board as it is
             return self._fallback(goal, board, reply, "the planner's reply was not valid")
+        copied = [item for item in decision.add if copies_example(item.title, goal)]
+        decision.add = [item for item in decision.add if item not in copied]
         whole_goal = bool(decision.add) and not board.tasks() and (len(decision.add) == 1 or not self.split_first)
         closed = _goal_task_done(goal, board)
         added, dropped, readded = self._add_tasks(goal, board, decision, whole_goal, closed)
@@ -133,7 +135,8 @@ class Planner:
                 return Step("dispatch", _requeue(board, unresolved), reply=reply,
                             corrected=f"task {unresolved.id} failed and nothing replaces it")
             return Step("dispatch", task, added=added, reply=reply)
-        fallback = self._fallback(goal, board, reply, f"task {decision.task_id!r} is not pending")
+        why = "its tasks copied the prompt's example" if copied else f"task {decision.task_id!r} is not pending"
+        fallback = self._fallback(goal, board, reply, why)
         fallback.added = added
         return fallback
 
@@ -250,6 +253,13 @@ def _requeue(board: ProgressBoard, task: BoardTask) -> BoardTask:
     board.set_status(task.id, "pending")
     task.status = "pending"
     return task
+
+
+def copies_example(title: str, goal: str) -> bool:
+    """Whether a task's title is the planner prompt's example task (another domain) and not part of the goal: the
+    0.5B planner added it, word for word, as a new task after its goal task failed."""
+    key = _key(clean_title(title))
+    return len(key) >= 20 and key in _key(prompts()["planner"]) and key not in _key(goal)
 
 
 def _key(title: str) -> str:
