@@ -11,7 +11,8 @@ Runs in its own venv so smolagents does not touch ours:
 CodeAgent runs with its defaults (max_steps 20, its own prompts and local Python executor) plus
 `planning_interval=3`. With `--structured`, its documented `use_structured_outputs_internally=True`: each action
 step is a JSON object {thought, code} under the server's JSON-schema decoding ("improves performance for many
-models", smolagents' docstring); without it, the 1.5B wrote prose with no code block in most steps.
+models", smolagents' docstring); without it, the 1.5B wrote prose with no code block in most steps. smolagents sends
+no temperature, so the server samples at OpenAI's default 1.0 (Aime decodes greedily); `--temperature 0` matches.
 Its tools mirror Aime's toolkits: workspace files, Python in a bubblewrap sandbox with the
 workspace as cwd (ledger.py and stock.db need real files), and BM25 search over the knowledge folder. It has no
 long-context reader: it reads long files with code, as a code agent does. Each goal's full agent log is kept.
@@ -115,6 +116,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=35)
     parser.add_argument("--planning-interval", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=1, help="goals run at once (the server batches them)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature sent with each request (default: none sent, so the server's 1.0)")
     parser.add_argument("--structured", action="store_true",
                         help="CodeAgent's use_structured_outputs_internally (JSON {thought, code} action steps)")
     args = parser.parse_args()
@@ -135,7 +138,8 @@ def main() -> None:
         shutil.copytree(goal["workspace"], ws)
         knowledge = Path(goal["knowledge_dir"]) if goal.get("knowledge") else None
         model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed",
-                                  client_kwargs={"timeout": 3600})   # the same patience as Aime's client
+                                  client_kwargs={"timeout": 3600},   # the same patience as Aime's client
+                                  **({} if args.temperature is None else {"temperature": args.temperature}))
         agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval,
                           use_structured_outputs_internally=args.structured)
         started, crash, answer, lost = time.perf_counter(), None, "", False
