@@ -97,3 +97,5 @@ def test_a_block_whose_line_breaks_were_dropped_but_its_indentation_kept_is_rest
     assert repair_code("print(1)    print(2)\n") == "print(1)    print(2)\n"   # no indentation fits: as written
     apostrophe = 'if True:    print("it\'s")    x = 1\n'          # a quote of the other kind inside a string
     assert repair_code(apostrophe) == 'if True:\n    print("it\'s")\n    x = 1\n'
+    commented = "def f():    x = 1    return x  # see     total\n"       # spaces in a comment stay
+    assert repair_code(commented) == "def f():\n    x = 1\n    return x  # see     total\n"

@@ -7,8 +7,9 @@ braces are dropped. A model that means Python's `\n` inside a string literal wri
 a line break, so `print('a\nb')` arrives with the literal cut in two: such a break becomes the escape again. With
 `"` masked, a message that quotes a word comes as `print('no 'rates' key')`: the line's string gets double
 quotes. Some replies drop the line breaks of a block but keep its indentation (`def f():    if x:        return
-1`): each run of four or more spaces after code becomes a line break with that indentation. As with nested
-f-strings (fstrings.py), code changes only when it does not compile as written and compiles after.
+1`): each run of four or more spaces after code (not in a string or comment) becomes a line break with that
+indentation. As with nested f-strings (fstrings.py), code changes only when it does not compile as written and
+compiles after.
 """
 
 from __future__ import annotations
@@ -90,21 +91,27 @@ COLLAPSED_BREAK = re.compile(r"(?<=\S) {4,}(?=[^\s#])")
 
 
 def restore_collapsed_lines(code: str) -> str:
-    """`code` with each run of four or more spaces that follows code on a line, outside a string literal, made a
-    line break indented by that run."""
+    """`code` with each run of four or more spaces that follows code on a line, outside a string literal or a
+    comment, made a line break indented by that run."""
     lines = []
     for line in code.split("\n"):
-        cuts = [m for m in COLLAPSED_BREAK.finditer(line) if not _inside_string(line[:m.start()])]
-        for match in reversed(cuts):
+        in_code = _code_offsets(line)
+        for match in reversed([m for m in COLLAPSED_BREAK.finditer(line) if m.start() in in_code]):
             line = f"{line[:match.start()]}\n{match.group()}{line[match.end():]}"
         lines.append(line)
     return "\n".join(lines)
 
 
-def _inside_string(prefix: str) -> bool:
-    """Whether a line's `prefix` ends inside a string literal."""
-    states = [quote for _, quote in _chunks(prefix)]
-    return bool(states and states[-1])
+def _code_offsets(line: str) -> set[int]:
+    """The offsets of `line` that lie in code: outside any string literal and before any comment."""
+    offsets, at = {0}, 0
+    for chunk, quote in _chunks(line):
+        if chunk.startswith("#") and not quote:
+            break
+        at += len(chunk)
+        if not quote:
+            offsets.add(at)
+    return offsets
 
 
 def _candidates(code: str) -> Iterator[str]:
