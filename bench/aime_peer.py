@@ -9,10 +9,13 @@ Runs in its own venv so smolagents does not touch ours:
         --base-url http://127.0.0.1:8011/v1 --limit 10 --out runs/aime-peer-1.5b
 
 CodeAgent runs with its defaults (max_steps 20, its own prompts and local Python executor) plus
-`planning_interval=3`. With `--structured`, its documented `use_structured_outputs_internally=True`: each action
+`planning_interval=3` and `additional_authorized_imports` csv, json, sqlite3 (`--authorized-imports`: the goals
+need them, Aime's sandbox imports anything, and the 1.5B's code imports sqlite3 at once; smolagents' own error
+says to authorize it). With `--structured`, its documented `use_structured_outputs_internally=True`: each action
 step is a JSON object {thought, code} under the server's JSON-schema decoding ("improves performance for many
-models", smolagents' docstring); without it, the 1.5B wrote prose with no code block in most steps. smolagents sends
-no temperature, so the server samples at OpenAI's default 1.0 (Aime decodes greedily); `--temperature 0` matches.
+models", smolagents' docstring); without it, the 1.5B sampled at 1.0 wrote prose with no code block in most steps.
+smolagents sends no temperature, so the server samples at OpenAI's default 1.0 (Aime decodes greedily);
+`--temperature 0` matches.
 Its tools mirror Aime's toolkits: workspace files, Python in a bubblewrap sandbox with the
 workspace as cwd (ledger.py and stock.db need real files), and BM25 search over the knowledge folder. It has no
 long-context reader: it reads long files with code, as a code agent does. Each goal's full agent log is kept.
@@ -118,6 +121,9 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="goals run at once (the server batches them)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature sent with each request (default: none sent, so the server's 1.0)")
+    parser.add_argument("--authorized-imports", default="csv,json,sqlite3",
+                        help="CodeAgent's additional_authorized_imports, comma-separated ('' for none); Aime's "
+                             "sandbox imports any module")
     parser.add_argument("--structured", action="store_true",
                         help="CodeAgent's use_structured_outputs_internally (JSON {thought, code} action steps)")
     args = parser.parse_args()
@@ -141,7 +147,8 @@ def main() -> None:
                                   client_kwargs={"timeout": 3600},   # the same patience as Aime's client
                                   **({} if args.temperature is None else {"temperature": args.temperature}))
         agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval,
-                          use_structured_outputs_internally=args.structured)
+                          use_structured_outputs_internally=args.structured,
+                          additional_authorized_imports=[m for m in args.authorized_imports.split(",") if m])
         started, crash, answer, lost = time.perf_counter(), None, "", False
         try:
             answer = str(agent.run(goal["goal"]))
@@ -159,7 +166,8 @@ def main() -> None:
                                      or type(s).__name__ == "PlanningStep"),
                   "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
                   "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
-                  "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel}
+                  "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel,
+                  "temperature": args.temperature, "authorized_imports": args.authorized_imports}
         if lost:   # the server went down: not the peer's result; rerun
             print(f"not kept (server unreachable): {goal['id']}", flush=True)
             return
