@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -127,57 +127,65 @@ def main() -> None:
     parser.add_argument("--structured", action="store_true",
                         help="CodeAgent's use_structured_outputs_internally (JSON {thought, code} action steps)")
     args = parser.parse_args()
-    from smolagents import CodeAgent, OpenAIServerModel
-
-    out = Path(args.out)
+    out = Path(args.out).resolve()   # each goal's worker runs inside its own workspace
     (out / "logs").mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     done = {json.loads(line)["id"] for line in results.read_text().splitlines()} if results.exists() else set()
     goals = json.loads((Path(args.goals) / "goals.json").read_text())[args.start:args.start + args.limit]
-    lock = threading.Lock()
     system = "smolagents-codeagent" + ("-structured" if args.structured else "")
 
-    def run_goal(goal: dict) -> None:
-        ws = (out / "work" / goal["id"]).resolve()   # bwrap binds and enters it: a relative path fails there
-        if ws.exists():
-            shutil.rmtree(ws)
-        shutil.copytree(goal["workspace"], ws)
-        knowledge = Path(goal["knowledge_dir"]) if goal.get("knowledge") else None
-        model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed",
-                                  client_kwargs={"timeout": 3600},   # the same patience as Aime's client
-                                  **({} if args.temperature is None else {"temperature": args.temperature}))
-        agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval,
-                          use_structured_outputs_internally=args.structured,
-                          additional_authorized_imports=[m for m in args.authorized_imports.split(",") if m])
-        started, crash, answer, lost = time.perf_counter(), None, "", False
-        try:
-            answer = str(agent.run(goal["goal"]))
-        except Exception as exc:  # noqa: BLE001 - recorded as the run's outcome
-            crash, lost = f"{type(exc).__name__}: {exc}", server_unreachable(exc)
-        steps = agent.memory.steps
-        usage = agent.monitor.get_total_token_counts()
-        tokens = (usage.input_tokens + usage.output_tokens) if hasattr(usage, "input_tokens") else 0
-        errors = sum(1 for s in steps if getattr(s, "error", None))
-        log = json.dumps(agent.memory.get_full_steps(), default=str)
-        (out / "logs" / f"{goal['id']}.json").write_text(log[:2_000_000])
-        record = {"model": args.model, "id": goal["id"], "kind": goal["kind"], "system": system,
-                  "success": check(goal, ws), "seconds": round(time.perf_counter() - started, 1), "tokens": tokens,
-                  "model_calls": sum(1 for s in steps if getattr(s, "model_output", None) is not None
-                                     or type(s).__name__ == "PlanningStep"),
-                  "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
-                  "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
-                  "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel,
-                  "temperature": args.temperature, "authorized_imports": args.authorized_imports}
-        if lost:   # the server went down: not the peer's result; rerun
-            print(f"not kept (server unreachable): {goal['id']}", flush=True)
-            return
-        with lock, results.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    with ProcessPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        futures = [pool.submit(run_goal, goal, args, out, system) for goal in goals if goal["id"] not in done]
+        for future in as_completed(futures):
+            record = future.result()
+            if record is None:
+                continue
+            with results.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
             print(json.dumps({k: record[k] for k in ("id", "kind", "success", "seconds", "tokens")}), flush=True)
 
-    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        for future in [pool.submit(run_goal, goal) for goal in goals if goal["id"] not in done]:
-            future.result()
+
+def run_goal(goal: dict, args: argparse.Namespace, out: Path, system: str) -> dict | None:
+    """One goal in a worker process whose current folder is the goal's workspace (CodeAgent's own interpreter
+    opens files relative to it, as Aime's sandbox does); None when the server was unreachable."""
+    from smolagents import CodeAgent, OpenAIServerModel
+
+    ws = (out / "work" / goal["id"]).resolve()   # bwrap binds and enters it: a relative path fails there
+    if ws.exists():
+        shutil.rmtree(ws)
+    shutil.copytree(goal["workspace"], ws)
+    os.chdir(ws)
+    knowledge = Path(goal["knowledge_dir"]) if goal.get("knowledge") else None
+    model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed",
+                              client_kwargs={"timeout": 3600},   # the same patience as Aime's client
+                              **({} if args.temperature is None else {"temperature": args.temperature}))
+    agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval,
+                      use_structured_outputs_internally=args.structured,
+                      additional_authorized_imports=[m for m in args.authorized_imports.split(",") if m])
+    started, crash, answer, lost = time.perf_counter(), None, "", False
+    try:
+        answer = str(agent.run(goal["goal"]))
+    except Exception as exc:  # noqa: BLE001 - recorded as the run's outcome
+        crash, lost = f"{type(exc).__name__}: {exc}", server_unreachable(exc)
+    steps = agent.memory.steps
+    usage = agent.monitor.get_total_token_counts()
+    tokens = (usage.input_tokens + usage.output_tokens) if hasattr(usage, "input_tokens") else 0
+    errors = sum(1 for s in steps if getattr(s, "error", None))
+    log = json.dumps(agent.memory.get_full_steps(), default=str)
+    (out / "logs" / f"{goal['id']}.json").write_text(log[:2_000_000])
+    record = {"model": args.model, "id": goal["id"], "kind": goal["kind"], "system": system,
+              "success": check(goal, ws), "seconds": round(time.perf_counter() - started, 1), "tokens": tokens,
+              "model_calls": sum(1 for s in steps if getattr(s, "model_output", None) is not None
+                                 or type(s).__name__ == "PlanningStep"),
+              "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
+              "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
+              "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel,
+              "temperature": args.temperature, "authorized_imports": args.authorized_imports}
+    if lost:   # the server went down: not the peer's result; rerun
+        print(f"not kept (server unreachable): {goal['id']}", flush=True)
+        return None
+    return record
+
 
 def server_unreachable(exc: BaseException | None) -> bool:
     """True when the openai client could not connect at all (smolagents wraps that error in its own)."""
