@@ -150,7 +150,7 @@ def run_goal(goal: dict, args: argparse.Namespace, out: Path, system: str) -> di
     opens files relative to it, as Aime's sandbox does); None when the server was unreachable."""
     from smolagents import CodeAgent, OpenAIServerModel
 
-    ws = (out / "work" / goal["id"]).resolve()   # bwrap binds and enters it: a relative path fails there
+    ws = out / "work" / goal["id"]   # absolute (main resolves `out`): bwrap binds and enters it
     if ws.exists():
         shutil.rmtree(ws)
     shutil.copytree(goal["workspace"], ws)
@@ -178,7 +178,7 @@ def run_goal(goal: dict, args: argparse.Namespace, out: Path, system: str) -> di
               "model_calls": sum(1 for s in steps if getattr(s, "model_output", None) is not None
                                  or type(s).__name__ == "PlanningStep"),
               "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
-              "guards": {"step_cap": int(len([s for s in steps if type(s).__name__ == "ActionStep"]) >= 20)},
+              "guards": {"step_cap": int(sum(type(s).__name__ == "ActionStep" for s in steps) >= agent.max_steps)},
               "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel,
               "temperature": args.temperature, "authorized_imports": args.authorized_imports}
     if lost:   # the server went down: not the peer's result; rerun
