@@ -234,9 +234,9 @@ def serve(model_name: str | None = None, host: str = "127.0.0.1", port: int = 80
 
     from recursa.models import registry
 
-    # Loaded on a thread that then exits, so the main thread never starts an OpenMP team: with one alive, libgomp
-    # counts more threads than cores and the engine thread's workers sleep between ops instead of spinning
-    # (small ops 3-4x slower; bench/results/attention.md).
+    # Loaded on a thread that then exits, so the main thread never starts an OpenMP team: with one alive, the
+    # engine thread's workers sleep between ops instead of spinning (small ops 3-4x slower; likely libgomp's
+    # throttling once it counts more threads than CPUs; bench/results/attention.md).
     with concurrent.futures.ThreadPoolExecutor(1) as loader:
         model = loader.submit(registry.load, model_name, weights=weights).result()
     uvicorn.run(create_app(model, max_batch=max_batch), host=host, port=port, log_level="info")
