@@ -86,7 +86,6 @@ class ContinuousBatcher:
         self._cohort: Cohort | None = None
         self._running: Running | None = None
         self._stopping = False
-        self._threads = torch.get_num_threads()      # set by the model's loader (RECURSA_THREADS)
         self._thread = threading.Thread(target=self._loop, name="recursa-serve-engine", daemon=True)
 
     def start(self) -> None:
@@ -102,7 +101,6 @@ class ContinuousBatcher:
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def _loop(self) -> None:
-        torch.set_num_threads(self._threads)
         while not self._stopping:
             self._receive(block=self._running is None and self._cohort is None and not self._waiting)
             self._drop_cancelled()
