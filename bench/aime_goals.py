@@ -188,7 +188,8 @@ def run_one(model, system: str, goal: dict, out: Path) -> dict:
         lost = isinstance(exc, BackendUnreachable)
     return {"id": goal["id"], "kind": goal["kind"], "system": system, "success": check(goal, ws),
             "seconds": round(time.perf_counter() - started, 1), **_trace_usage(trace), "replans": meta.get("replans"),
-            "guards": meta.get("guards"), "invalid_replies": meta.get("invalid_replies"), "state": meta.get("state"),
+            "guards": meta.get("guards"), "checks": meta.get("checks"),
+            "invalid_replies": meta.get("invalid_replies"), "state": meta.get("state"),
             "stopped": stopped, "crash": error, "answer": text[:300], "board": meta.get("board_markdown", ""),
             "lost_to_server": lost}
 

@@ -50,6 +50,9 @@ class AimeConfig(MethodConfig):
     """Times one task may be dispatched."""
     review_goal_result: bool = False
     """Let the planner send a done one-task plan (the whole goal) back for a redo; off: its result stands."""
+    check_result: bool = True
+    """Before a done whole-goal result stands, one structured call checks that it covers every part of the goal;
+    a part it names as missing sends the task back once, its actor told what is missing."""
     split_first: bool = False
     """Run the planner's first plan as it is; off: a first plan of several tasks becomes the whole goal as one
     task (as the single actor runs it), and the planner splits the goal only after that task has failed."""
@@ -174,7 +177,8 @@ class Aime(MethodBase):
             done = board.tasks()[0]
             return done.result, "finished" if done.status == "done" else "gave_up"
         planner = Planner(self.model, kits, self.sampling, self.config.retries, self.config.max_attempts,
-                          review_goal_result=self.config.review_goal_result, split_first=self.config.split_first)
+                          review_goal_result=self.config.review_goal_result, split_first=self.config.split_first,
+                          check=self.config.check_result)
         note = ""
         for _ in range(self.config.max_rounds):
             had_tasks = bool(board.tasks())
@@ -186,6 +190,8 @@ class Aime(MethodBase):
             stats.invalid += len(step.reply.errors) if step.reply else 0
             stats.replans += int(had_tasks and step.added > 0)
             stats.corrections += int(step.corrected is not None)
+            if step.check is not None:
+                stats.checks[step.check] += 1
             if step.action in ("finish", "give_up"):
                 return step.answer, "finished" if step.action == "finish" else "gave_up"
             assert step.task is not None
@@ -235,6 +241,7 @@ class _Stats:
         self.usage: dict[str, list[int]] = {}
         self.replans = self.invalid = self.corrections = 0
         self.guards: dict[str, int] = dict.fromkeys(GUARDS, 0)
+        self.checks = {"complete": 0, "incomplete": 0}
 
     def add(self, role: str, completions: list[Completion]) -> None:
         row = self.usage.setdefault(role, [0, 0, 0])
@@ -247,4 +254,4 @@ class _Stats:
 
     def meta(self) -> dict[str, Any]:
         return {"replans": self.replans, "guards": self.guards, "invalid_replies": self.invalid,
-                "planner_corrections": self.corrections}
+                "planner_corrections": self.corrections, "checks": self.checks}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Literal
 
 import yaml
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from recursa.core.budget import Budget
 from recursa.methods.aime.board import BoardTask, ProgressBoard
+from recursa.methods.aime.check import check_result, needs_check, record
 from recursa.methods.aime.structured import Reply, ask
 from recursa.methods.aime.toolkits import TOOLKITS
 from recursa.models.base import ChatModel, Sampling
@@ -74,13 +76,16 @@ class Step:
     added: int = 0
     reply: Reply | None = None
     corrected: str | None = None      # why the planner's own choice was overridden
+    check: str | None = None          # the result check's verdict, when this step made one
 
 
 class Planner:
     def __init__(self, model: ChatModel, toolkits: list[str], sampling: Sampling, retries: int = 2,
-                 max_attempts: int = 2, review_goal_result: bool = False, split_first: bool = False):
+                 max_attempts: int = 2, review_goal_result: bool = False, split_first: bool = False,
+                 check: bool = True):
         self.model, self.toolkits, self.sampling, self.retries = model, toolkits, sampling, retries
         self.max_attempts, self.review_goal_result, self.split_first = max_attempts, review_goal_result, split_first
+        self.check = check
         self.aliases: dict[str, str] = {}   # the planner's wording of a task → the title on the board
 
     def messages(self, goal: str, board: ProgressBoard, note: str = "") -> list[dict[str, str]]:
@@ -94,7 +99,7 @@ class Planner:
                 {"role": "user", "content": step}]
 
     def step(self, goal: str, board: ProgressBoard, budget: Budget, note: str = "") -> Step:
-        ruled = self._without_planner(goal, board)
+        ruled = self._without_planner(goal, board, budget)
         if ruled is not None:
             return ruled
         reply = ask(self.model, self.messages(goal, board, note), DECISION, self.sampling, budget, self.retries)
@@ -169,17 +174,30 @@ class Planner:
             added += 1
         return added, dropped, readded
 
-    def _without_planner(self, goal: str, board: ProgressBoard) -> Step | None:
+    def _without_planner(self, goal: str, board: ProgressBoard, budget: Budget) -> Step | None:
         """The next step when the board alone decides it, with no planner call (its reply would be overridden)."""
         failed_goal = _goal_task_failed(goal, board, self.max_attempts)
         if failed_goal is not None:
             return Step("dispatch", _requeue(board, failed_goal),
                         corrected="the goal's own task failed: it is retried as it is before any narrower task")
         finished_goal = None if self.review_goal_result else _goal_task_done(goal, board)
+        if finished_goal is not None and self.check and needs_check(board, finished_goal, self.max_attempts):
+            return self._check(goal, board, finished_goal, budget)
         if finished_goal is not None:   # the same model would judge its own checked result again
             return Step("finish", answer=finished_goal.result,
                         corrected="the goal's own task is done: its result stands")
         return None
+
+    def _check(self, goal: str, board: ProgressBoard, task: BoardTask, budget: Budget) -> Step:
+        """The result check (check.py) on the done goal task: it stands, or goes back once with what it lacks."""
+        missing, reply = check_result(self.model, goal, task, Path(board.meta("workspace", ".")), self.sampling,
+                                      budget, self.retries)
+        record(board, task, missing)
+        if not missing:
+            return Step("finish", answer=task.result, reply=reply, check="complete",
+                        corrected="the goal's own task is done and checked: its result stands")
+        return Step("dispatch", _requeue(board, task), reply=reply, check="incomplete",
+                    corrected="the result check sent it back: it does not show " + "; ".join(missing))
 
     def _may_redo(self, board: ProgressBoard, task: BoardTask) -> bool:
         """Dispatching a done task once all planned work is done sends it back: the planner judged its result

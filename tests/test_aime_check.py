@@ -1,0 +1,82 @@
+"""The result check: a done whole-goal result stands only once a check finds it covers the goal (scripted model)."""
+
+from __future__ import annotations
+
+import json
+
+from fakes import ScriptedModel
+from test_aime import aime, call, finish, plan
+
+from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
+from recursa.methods.aime.check import files_shown, needs_check
+
+GOAL = "Find the rye price and write twice it to price.txt"
+
+
+def verdict(missing: list[str]) -> str:
+    return json.dumps({"asked": ["the rye price", "twice the price", "price.txt holds it"], "missing": missing,
+                       "verdict": "incomplete" if missing else "complete"})
+
+
+def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_what_is_missing(tmp_path):
+    model = ScriptedModel([plan(("1", GOAL)),
+                           call("write_file", path="price.txt", content="4"), finish(summary="rye costs 4"),
+                           verdict(["twice the price"]),
+                           call("write_file", path="price.txt", content="8"), finish(summary="twice is 8")])
+    answer = aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
+    check_prompt = model.root_prompts[3][-1]["content"]
+    assert "Result: rye costs 4" in check_prompt and "- price.txt: '4'" in check_prompt
+    redo_prompt = model.root_prompts[4][-1]["content"]
+    assert "A check sent the task back: the result does not show: twice the price." in redo_prompt
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.status, t.attempts, t.result) for t in board.tasks()] == [("done", 2, "twice is 8")]
+    assert answer.text == "twice is 8" and (tmp_path / "ws" / "price.txt").read_text() == "8"
+    assert answer.meta["checks"] == {"complete": 0, "incomplete": 1}
+    assert len(model.root_prompts) == 6          # the redo is the last try: its result is not checked again
+
+
+def test_a_result_the_check_finds_complete_stands_with_no_further_call(tmp_path):
+    model = ScriptedModel([plan(("1", GOAL)),
+                           call("write_file", path="price.txt", content="8"), finish(summary="twice is 8"),
+                           verdict([])])
+    answer = aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
+    assert answer.text == "twice is 8" and answer.meta["checks"] == {"complete": 1, "incomplete": 0}
+    assert len(model.root_prompts) == 4
+    assert ProgressBoard(answer.meta["board"]).messages("1")[-1] == ("checked", "the result covers the goal")
+
+
+def test_an_unanswerable_check_or_an_empty_gap_list_never_throws_a_result_away(tmp_path):
+    for reply in ("not json at all", json.dumps({"asked": [], "missing": [" "], "verdict": "incomplete"})):
+        model = ScriptedModel([plan(("1", GOAL)), call("write_file", path="price.txt", content="8"),
+                               finish(summary="twice is 8"), reply, reply, reply])
+        answer = aime(model, tmp_path / reply[:3], check_numbers=False, check_result=True).run(GOAL)
+        assert answer.text == "twice is 8" and answer.meta["state"] == "finished"
+        assert ProgressBoard(answer.meta["board"]).task("1").attempts == 1
+
+
+def test_a_failed_redo_keeps_the_checked_result(tmp_path):
+    model = ScriptedModel([plan(("1", GOAL)),
+                           call("write_file", path="price.txt", content="4"), finish(summary="rye costs 4"),
+                           verdict(["twice the price"]), finish("failed", "could not double it")])
+    answer = aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
+    assert answer.text == "rye costs 4" and answer.meta["state"] == "finished"
+
+
+def test_the_check_can_be_turned_off_and_runs_once_per_done_result(tmp_path):
+    model = ScriptedModel([plan(("1", GOAL)), call("write_file", path="price.txt", content="8"),
+                           finish(summary="twice is 8")])
+    answer = aime(model, tmp_path, check_numbers=False, check_result=False).run(GOAL)
+    assert answer.text == "twice is 8" and len(model.root_prompts) == 3
+    board = ProgressBoard(tmp_path / "b.sqlite")
+    board.add_task(BoardTask("1", GOAL, attempts=1, status="done"))
+    board.add_report(Report("1", "done", "x"))
+    assert needs_check(board, board.task("1"), max_attempts=2)
+    board.progress("1", "checked", "the result covers the goal")
+    assert not needs_check(board, board.task("1"), max_attempts=2)
+
+
+def test_the_check_sees_the_files_a_result_points_at_and_nothing_outside_the_workspace(tmp_path):
+    (tmp_path / "a.txt").write_text("x" * 500)
+    shown = files_shown(tmp_path, ["a.txt", "gone.txt", "../secret"])
+    assert f"- a.txt: '{'x' * 300}'" in shown and "- gone.txt: '(does not exist)'" in shown
+    assert "- ../secret: '(not readable as text)'" in shown
