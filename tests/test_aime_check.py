@@ -8,14 +8,15 @@ from fakes import ScriptedModel
 from test_aime import aime, call, finish, plan
 
 from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
-from recursa.methods.aime.check import files_shown, needs_check
+from recursa.methods.aime.check import files_shown, needs_check, not_done
 
 GOAL = "Find the rye price and write twice it to price.txt"
 
 
 def verdict(missing: list[str]) -> str:
-    return json.dumps({"asked": ["the rye price", "twice the price", "price.txt holds it"], "missing": missing,
-                       "verdict": "incomplete" if missing else "complete"})
+    steps = [{"step": step, "done_by": "none" if step in missing else "run_python: price * 2"}
+             for step in ("find the rye price", "twice the price", "write price.txt")]
+    return json.dumps({"steps": steps})
 
 
 def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_what_is_missing(tmp_path):
@@ -25,7 +26,8 @@ def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_w
                            call("write_file", path="price.txt", content="8"), finish(summary="twice is 8")])
     answer = aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
     check_prompt = model.root_prompts[3][-1]["content"]
-    assert "Result: rye costs 4" in check_prompt and "- price.txt: '4'" in check_prompt
+    assert "Its result: rye costs 4" in check_prompt and "- price.txt: '4'" in check_prompt
+    assert "- write_file(path='price.txt', content='4') -> " in check_prompt   # the calls the check judges
     redo_prompt = model.root_prompts[4][-1]["content"]
     assert "A check sent the task back: the result does not show: twice the price." in redo_prompt
     board = ProgressBoard(answer.meta["board"])
@@ -46,7 +48,8 @@ def test_a_result_the_check_finds_complete_stands_with_no_further_call(tmp_path)
 
 
 def test_an_unanswerable_check_or_an_empty_gap_list_never_throws_a_result_away(tmp_path):
-    for reply in ("not json at all", json.dumps({"asked": [], "missing": [" "], "verdict": "incomplete"})):
+    for reply in ("not json at all", json.dumps({"steps": [{"step": " ", "done_by": "none"},
+                                                             {"step": "write", "done_by": "write_file"}]})):
         model = ScriptedModel([plan(("1", GOAL)), call("write_file", path="price.txt", content="8"),
                                finish(summary="twice is 8"), reply, reply, reply])
         answer = aime(model, tmp_path / reply[:3], check_numbers=False, check_result=True).run(GOAL)
@@ -80,3 +83,23 @@ def test_the_check_sees_the_files_a_result_points_at_and_nothing_outside_the_wor
     shown = files_shown(tmp_path, ["a.txt", "gone.txt", "../secret"])
     assert f"- a.txt: '{'x' * 300}'" in shown and "- gone.txt: '(does not exist)'" in shown
     assert "- ../secret: '(not readable as text)'" in shown
+
+
+def test_a_step_counts_as_missing_only_when_no_call_is_named_for_it():
+    assert not_done("none") and not_done(" None.") and not_done("") and not_done("n/a")
+    assert not not_done("run_python: print(4 * 2)") and not not_done("none of the rows: run_python")
+
+
+def test_reports_keep_the_actors_calls_and_old_boards_open_with_an_empty_log(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "old.sqlite"
+    with sqlite3.connect(old) as db:   # a board from before reports had a log
+        db.execute("CREATE TABLE reports (id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, status TEXT "
+                   "NOT NULL, summary TEXT NOT NULL, pointers TEXT NOT NULL, steps INTEGER NOT NULL, guard TEXT, "
+                   "created REAL NOT NULL)")
+        db.execute("INSERT INTO reports(task_id, status, summary, pointers, steps, created) "
+                   "VALUES ('1', 'done', 's', '[]', 1, 0)")
+    board = ProgressBoard(old)
+    board.add_report(Report("1", "done", "t", log=["run_python(code='print(1)') -> 1"]))
+    assert [r.log for r in board.reports("1")] == [[], ["run_python(code='print(1)') -> 1"]]

@@ -37,6 +37,7 @@ class ActorLimits:
     retries: int = 2                # invalid (unparseable) replies answered before a step is lost
     unstick_temperature: float = 0.8  # the reply after a refused repeat is sampled: greedy decoding repeats again
     check_numbers: bool = True      # "done" refused once while typed numbers appear in no tool output or prompt
+    log_calls: int = 8              # tool calls kept in the report's log
 
 
 @dataclass
@@ -65,6 +66,12 @@ def _run_tool(spec: ActorSpec, name: str, args: dict) -> tuple[str, bool]:
         if s is not None:
             s.set(ok=ok, observation=text[:300])
     return text, ok
+
+
+def call_line(name: str, args: dict, observation: str, chars: int = 300) -> str:
+    """One tool call as the result check reads it (check.py): the call with its arguments, then what it returned."""
+    shown = ", ".join(f"{key}={value!r}"[:chars] for key, value in args.items())
+    return f"{name}({shown}) -> {' '.join(observation.split())[:chars // 2]}"
 
 
 def _trace_reply(task_id: str, step: int, text: str, errors: list[str]) -> None:
@@ -202,6 +209,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
     errors: list[str] = []           # distinct error lines of failed calls, in order
     typed: dict[str, str] = {}       # file → what the actor typed into it with write_file (not code's output)
     last_result = ""                 # the last successful observation that was not a write confirmation
+    log: list[str] = []              # every call a tool ran, for the report (what the result check reads)
     refusals: set[str] = set()       # each refusal of a "done" report is made once; the next one is taken
     stall, guard, step = 0, "step_cap", 0
     unstick = replace(sampling, temperature=max(sampling.temperature, limits.unstick_temperature))
@@ -232,7 +240,8 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                 summary = call["summary"]
                 if call["status"] == "done":
                     summary = with_evidence(summary, last_result)
-                result.report = Report(spec.task.id, call["status"], summary, pointers, step)
+                result.report = Report(spec.task.id, call["status"], summary, pointers, step,
+                                       log=log[-limits.log_calls:])
                 return result
             else:
                 key = name + json.dumps(call, sort_keys=True)
@@ -250,6 +259,7 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
                     observation, progress = "noted on the board", call["status"] == "milestone"
                 else:
                     observation, ok = _run_tool(spec, name, call)
+                    log.append(call_line(name, call, observation))
                     _track_typed(typed, name, call, ok, spec.env)
                     observed[key] = observation
                     (failed.discard if ok else failed.add)(key)
@@ -270,5 +280,6 @@ def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: B
             guard = "no_progress"
             break
     summary = guard_summary(guard, step, useful, errors)
-    result.report = Report(spec.task.id, "failed", summary, list(spec.env.written), step, guard)
+    result.report = Report(spec.task.id, "failed", summary, list(spec.env.written), step, guard,
+                           log[-limits.log_calls:])
     return result

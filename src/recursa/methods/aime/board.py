@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     pointers TEXT NOT NULL DEFAULT '[]', attempts INTEGER NOT NULL DEFAULT 0, updated REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS reports (
     id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, status TEXT NOT NULL, summary TEXT NOT NULL,
-    pointers TEXT NOT NULL, steps INTEGER NOT NULL, guard TEXT, created REAL NOT NULL);
+    pointers TEXT NOT NULL, steps INTEGER NOT NULL, guard TEXT, created REAL NOT NULL, log TEXT NOT NULL DEFAULT '[]');
 CREATE TABLE IF NOT EXISTS progress (
     id INTEGER PRIMARY KEY AUTOINCREMENT, task_id TEXT NOT NULL, status TEXT NOT NULL, message TEXT NOT NULL,
     created REAL NOT NULL);
@@ -63,6 +63,7 @@ class Report:
     pointers: list[str] = field(default_factory=list)
     steps: int = 0
     guard: str | None = None
+    log: list[str] = field(default_factory=list)    # the actor's tool calls, one short line each
 
 
 class ProgressBoard:
@@ -77,6 +78,9 @@ class ProgressBoard:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: a killed process loses no commit
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(reports)")}
+        if "log" not in columns:   # a board written before reports kept the actor's calls
+            self._db.execute("ALTER TABLE reports ADD COLUMN log TEXT NOT NULL DEFAULT '[]'")
 
     def close(self) -> None:
         with self._lock:
@@ -141,10 +145,10 @@ class ProgressBoard:
                     message=message[:200])
 
     def add_report(self, report: Report) -> None:
-        self._write("report", "INSERT INTO reports(task_id, status, summary, pointers, steps, guard, created) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self._write("report", "INSERT INTO reports(task_id, status, summary, pointers, steps, guard, created, log) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (report.task_id, report.status, report.summary[:2000], json.dumps(report.pointers),
-                     report.steps, report.guard, time.time()),
+                     report.steps, report.guard, time.time(), json.dumps(report.log)),
                     task_id=report.task_id, status=report.status, guard=report.guard, summary=report.summary[:200])
 
     def recover(self) -> list[str]:
@@ -175,9 +179,9 @@ class ProgressBoard:
 
     def reports(self, task_id: str | None = None) -> list[Report]:
         where, params = ("WHERE task_id = ?", (task_id,)) if task_id else ("", ())
-        rows = self._rows(f"SELECT task_id, status, summary, pointers, steps, guard FROM reports {where} ORDER BY id",
-                          params)
-        return [Report(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+        rows = self._rows(f"SELECT task_id, status, summary, pointers, steps, guard, log FROM reports {where} "
+                          "ORDER BY id", params)
+        return [Report(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], json.loads(r[6])) for r in rows]
 
     def messages(self, task_id: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in self._rows("SELECT status, message FROM progress WHERE task_id = ? ORDER BY id",

@@ -1,19 +1,19 @@
-"""The result check: before a done whole-goal result stands, one structured question asks whether it covers every
-part of the goal.
+"""The result check: before a done whole-goal result stands, one structured question asks whether the worker's
+calls carried out every step of the goal.
 
 The planner's own send-backs judged a result "wrong" from the board alone and sent right results back
-(bench/results/aime.md, ninth and tenth sessions), so a done goal task's result now stands without a planner call.
-What still passed unchecked were results that left part of the goal out (a value looked up but the computation
-on it not made). The check asks a narrower question than "is this right": list what the goal asks for, then what
-the result and the files written do not show. It judges only what is shown and does not redo the work; a named
-gap sends the task back once, its actor told what is missing, and a failed redo keeps the result it was to
-replace.
+(bench/results/aime.md, ninth and tenth sessions), so a done goal task's result stands without a planner call.
+What still passed unchecked were results that left a step out (a value looked up, the computation on it never
+made). The check asks a narrower question than "is this right": list the steps the goal asks for and, for each,
+the call in the actor's log that did it, or "none". Asked only whether the result and files *show* each step, the
+1.5B listed steps as missing for right results as often as for incomplete ones; against the log of calls it told
+them apart (probe on the development goals, bench/results/aime.md). A step with no call sends the task back once,
+its actor told what is missing; a failed redo keeps the result it was to replace.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -28,10 +28,13 @@ CHECKED, SENT_BACK = "checked", "sent back"     # the board's record of a check 
 FILE_CHARS = 300
 
 
+class GoalStep(BaseModel):
+    step: str = Field(max_length=160)
+    done_by: str = Field(max_length=160)
+
+
 class ResultCheck(BaseModel):
-    asked: list[str] = Field(max_length=6)
-    missing: list[str] = Field(max_length=6)
-    verdict: Literal["complete", "incomplete"]
+    steps: list[GoalStep] = Field(max_length=6)
 
 
 CHECK = TypeAdapter(ResultCheck)
@@ -59,19 +62,25 @@ def needs_check(board: ProgressBoard, task: BoardTask, max_attempts: int) -> boo
     return checks < done
 
 
-def check_result(model: ChatModel, goal: str, task: BoardTask, workspace: Path, sampling: Sampling,
-                 budget: Budget, retries: int = 2) -> tuple[list[str], Reply]:
+def check_result(model: ChatModel, goal: str, task: BoardTask, log: list[str], workspace: Path,
+                 sampling: Sampling, budget: Budget, retries: int = 2) -> tuple[list[str], Reply]:
     """The parts of the goal the task's result does not show ([] when it covers them, or the reply was invalid:
     a check that cannot answer never throws a result away)."""
     from recursa.methods.aime.planner import fill  # the planner module imports this one
 
-    user = fill("check_step", goal=goal, result=task.result, files=files_shown(workspace, task.pointers))
+    user = fill("check_step", goal=goal, calls="\n".join(f"- {line}" for line in log) or "(none)",
+                result=task.result, files=files_shown(workspace, task.pointers))
     reply = ask(model, [{"role": "system", "content": fill("check")}, {"role": "user", "content": user}], CHECK,
                 sampling, budget, retries)
     verdict: ResultCheck | None = reply.value
-    if verdict is None or verdict.verdict == "complete":
+    if verdict is None:
         return [], reply
-    return [item.strip() for item in verdict.missing if item.strip()], reply
+    return [s.step.strip() for s in verdict.steps if s.step.strip() and not_done(s.done_by)], reply
+
+
+def not_done(done_by: str) -> bool:
+    """Whether the check named no call for a step."""
+    return done_by.strip().strip(".\"'").lower() in ("", "none", "no call", "n/a", "nothing", "not done")
 
 
 def record(board: ProgressBoard, task: BoardTask, missing: list[str]) -> None:

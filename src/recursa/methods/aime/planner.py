@@ -190,8 +190,9 @@ class Planner:
 
     def _check(self, goal: str, board: ProgressBoard, task: BoardTask, budget: Budget) -> Step:
         """The result check (check.py) on the done goal task: it stands, or goes back once with what it lacks."""
-        missing, reply = check_result(self.model, goal, task, Path(board.meta("workspace", ".")), self.sampling,
-                                      budget, self.retries)
+        done = [report for report in board.reports(task.id) if report.status == "done"]
+        missing, reply = check_result(self.model, goal, task, done[-1].log if done else [],
+                                      Path(board.meta("workspace", ".")), self.sampling, budget, self.retries)
         record(board, task, missing)
         if not missing:
             return Step("finish", answer=task.result, reply=reply, check="complete",
