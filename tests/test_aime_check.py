@@ -34,7 +34,18 @@ def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_w
     assert [(t.status, t.attempts, t.result) for t in board.tasks()] == [("done", 2, "twice is 8")]
     assert answer.text == "twice is 8" and (tmp_path / "ws" / "price.txt").read_text() == "8"
     assert answer.meta["checks"] == {"complete": 0, "incomplete": 1}
-    assert len(model.root_prompts) == 6          # the redo is the last try: its result is not checked again
+    assert len(model.root_prompts) == 6          # the check sends a task back once: the redo's result stands
+
+
+def test_a_retried_goal_task_with_a_step_left_out_gets_one_more_try_past_the_attempt_cap(tmp_path):
+    model = ScriptedModel([plan(("1", GOAL)),
+                           finish("failed", "gave up"),                                   # try 1
+                           call("write_file", path="price.txt", content="4"), finish(summary="rye costs 4"),
+                           verdict(["twice the price"]),
+                           call("write_file", path="price.txt", content="8"), finish(summary="twice is 8")])
+    answer = aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
+    task = ProgressBoard(answer.meta["board"]).task("1")
+    assert (task.status, task.attempts, task.result) == ("done", 3, "twice is 8") and answer.text == "twice is 8"
 
 
 def test_a_result_the_check_finds_complete_stands_with_no_further_call(tmp_path):
@@ -73,9 +84,9 @@ def test_the_check_can_be_turned_off_and_runs_once_per_done_result(tmp_path):
     board = ProgressBoard(tmp_path / "b.sqlite")
     board.add_task(BoardTask("1", GOAL, attempts=1, status="done"))
     board.add_report(Report("1", "done", "x"))
-    assert needs_check(board, board.task("1"), max_attempts=2)
+    assert needs_check(board, board.task("1"))
     board.progress("1", "checked", "the result covers the goal")
-    assert not needs_check(board, board.task("1"), max_attempts=2)
+    assert not needs_check(board, board.task("1"))
 
 
 def test_the_check_sees_the_files_a_result_points_at_and_nothing_outside_the_workspace(tmp_path):

@@ -8,7 +8,8 @@ made). The check asks a narrower question than "is this right": list the steps t
 the call in the actor's log that did it, or "none". Asked only whether the result and files *show* each step, the
 1.5B listed steps as missing for right results as often as for incomplete ones; against the log of calls it told
 them apart (probe on the development goals, bench/results/aime.md). A step with no call sends the task back once,
-its actor told what is missing; a failed redo keeps the result it was to replace.
+its actor told what is missing (one more try, even at the attempt cap); a failed redo keeps the result
+it was to replace.
 """
 
 from __future__ import annotations
@@ -53,13 +54,13 @@ def files_shown(workspace: Path, pointers: list[str], chars: int = FILE_CHARS) -
     return "\n".join(lines) or "(none)"
 
 
-def needs_check(board: ProgressBoard, task: BoardTask, max_attempts: int) -> bool:
-    """Whether the task's latest done result is unchecked and a send-back would still have a try left."""
-    if task.attempts >= max_attempts:
-        return False
-    checks = sum(status in (CHECKED, SENT_BACK) for status, _ in board.messages(task.id))
+def needs_check(board: ProgressBoard, task: BoardTask) -> bool:
+    """Whether the task's latest done result is unchecked and the check has not sent this task back before. A
+    send-back is one more try even at the attempt cap (a retried goal task's done result is where a step was
+    left out, development goal g07), so it is granted once per task."""
+    checks = [status for status, _ in board.messages(task.id) if status in (CHECKED, SENT_BACK)]
     done = sum(report.status == "done" for report in board.reports(task.id))
-    return checks < done
+    return SENT_BACK not in checks and len(checks) < done
 
 
 def check_result(model: ChatModel, goal: str, task: BoardTask, log: list[str], workspace: Path,

@@ -52,7 +52,8 @@ class AimeConfig(MethodConfig):
     """Let the planner send a done one-task plan (the whole goal) back for a redo; off: its result stands."""
     check_result: bool = True
     """Before a done whole-goal result stands, one structured call checks that it covers every part of the goal;
-    a part it names as missing sends the task back once, its actor told what is missing."""
+    a step it finds no call for sends the task back once (one more try, even at max_attempts), its actor told what
+    is missing."""
     split_first: bool = False
     """Run the planner's first plan as it is; off: a first plan of several tasks becomes the whole goal as one
     task (as the single actor runs it), and the planner splits the goal only after that task has failed."""
@@ -195,7 +196,7 @@ class Aime(MethodBase):
             if step.action in ("finish", "give_up"):
                 return step.answer, "finished" if step.action == "finish" else "gave_up"
             assert step.task is not None
-            if step.task.attempts >= self.config.max_attempts:
+            if step.task.attempts >= self.config.max_attempts and step.check != "incomplete":
                 board.set_status(step.task.id, "blocked", result="dispatched too often")
                 note = f"Task {step.task.id} was tried {step.task.attempts} times; add a different task."
                 continue

@@ -181,7 +181,7 @@ class Planner:
             return Step("dispatch", _requeue(board, failed_goal),
                         corrected="the goal's own task failed: it is retried as it is before any narrower task")
         finished_goal = None if self.review_goal_result else _goal_task_done(goal, board)
-        if finished_goal is not None and self.check and needs_check(board, finished_goal, self.max_attempts):
+        if finished_goal is not None and self.check and needs_check(board, finished_goal):
             return self._check(goal, board, finished_goal, budget)
         if finished_goal is not None:   # the same model would judge its own checked result again
             return Step("finish", answer=finished_goal.result,
