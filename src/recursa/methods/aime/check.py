@@ -65,8 +65,8 @@ def needs_check(board: ProgressBoard, task: BoardTask) -> bool:
 
 def check_result(model: ChatModel, goal: str, task: BoardTask, log: list[str], workspace: Path,
                  sampling: Sampling, budget: Budget, retries: int = 2) -> tuple[list[str], Reply]:
-    """The parts of the goal the task's result does not show ([] when it covers them, or the reply was invalid:
-    a check that cannot answer never throws a result away)."""
+    """The steps of the goal for which the check named no call of the actor's log ([] when every step has one, or
+    when the reply was invalid: a check that cannot answer never throws a result away)."""
     from recursa.methods.aime.planner import fill  # the planner module imports this one
 
     user = fill("check_step", goal=goal, calls="\n".join(f"- {line}" for line in log) or "(none)",
