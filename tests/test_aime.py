@@ -207,16 +207,18 @@ def test_a_reply_cut_off_by_the_token_limit_is_asked_again_shorter():
         def __init__(self):
             self.replies = [Completion('{"text": "aaaaaaaa', "length", 10, 384),
                             Completion('{"text": "ok"}', "stop", 10, 5)]
-            self.prompts = []
+            self.prompts, self.temperatures = [], []
 
         def generate(self, batch, sampling):
             self.prompts.append(batch[0])
+            self.temperatures.append(sampling.temperature)
             return [self.replies.pop(0)]
 
     model = CutOnce()
     reply = ask(model, [{"role": "user", "content": "note"}], TypeAdapter(Note), Sampling(max_tokens=384))
     assert reply.value.text == "ok" and reply.errors == ["cut off at the limit of 384 tokens before it ended"]
     assert "much shorter" in model.prompts[1][-1]["content"]
+    assert model.temperatures == [0.0, 0.8]     # greedy decoding would write the same unclosed string again
 
 
 def test_every_tool_reply_fits_the_actor_token_default_when_its_strings_run_to_their_caps():

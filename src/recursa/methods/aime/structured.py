@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -17,6 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 from recursa.core.budget import Budget
 from recursa.models.base import ChatModel, Completion, Conversation, Sampling
 from recursa.models.constraints import JsonSchemaConstraint
+
+CUT_OFF_TEMPERATURE = 0.8   # a reply after one cut off at the token limit is sampled at least this warm
 
 
 class SchemaOnly:
@@ -106,6 +108,9 @@ def ask(model: ChatModel, conversation: Conversation, adapter: TypeAdapter, samp
             return reply
         if completion.finish_reason == "length":   # the same prompt would only run out of room again
             error = f"cut off at the limit of {sampling.max_tokens} tokens before it ended"
+            # greedy decoding wrote the same unclosed string again on every retry (a long-doc actor spent 40 min on
+            # 384-token replies, bench/results/aime.md): the retry is sampled
+            constrained = replace(constrained, temperature=max(constrained.temperature, CUT_OFF_TEMPERATURE))
             advice = ("Reply again with a much shorter JSON object: a one-sentence thought and short arguments "
                       "(code of a few lines).")
         else:
