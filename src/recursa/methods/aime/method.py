@@ -51,9 +51,9 @@ class AimeConfig(MethodConfig):
     review_goal_result: bool = False
     """Let the planner send a done one-task plan (the whole goal) back for a redo; off: its result stands."""
     check_result: bool = True
-    """Before a done whole-goal result stands, one structured call checks that it covers every part of the goal;
-    a step it finds no call for sends the task back once (one more try, even at max_attempts), its actor told what
-    is missing."""
+    """Before a done whole-goal result stands, one structured call names, for each step of the goal, the actor's
+    logged call that did it; a step with none sends the task back once (one more try, even at max_attempts), its
+    actor told what is missing."""
     split_first: bool = False
     """Run the planner's first plan as it is; off: a first plan of several tasks becomes the whole goal as one
     task (as the single actor runs it), and the planner splits the goal only after that task has failed."""
