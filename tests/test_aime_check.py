@@ -114,3 +114,13 @@ def test_reports_keep_the_actors_calls_and_old_boards_open_with_an_empty_log(tmp
     board = ProgressBoard(old)
     board.add_report(Report("1", "done", "t", log=["run_python(code='print(1)') -> 1"]))
     assert [r.log for r in board.reports("1")] == [[], ["run_python(code='print(1)') -> 1"]]
+
+
+def test_a_call_log_with_a_placeholder_name_in_its_code_reaches_the_check_as_written(tmp_path):
+    code = "r = 8\nprint(f'{result}')"        # an f-string naming one of the check prompt's own placeholders
+    model = ScriptedModel([plan(("1", GOAL)), call("run_python", code=code),
+                           call("write_file", path="price.txt", content="8"), finish(summary="twice is 8"),
+                           verdict([])])
+    aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
+    check_prompt = model.root_prompts[4][-1]["content"]
+    assert "print(f'{result}')" in check_prompt and "Its result: twice is 8" in check_prompt

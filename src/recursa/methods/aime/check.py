@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from recursa.core.budget import Budget
 from recursa.methods.aime.board import BoardTask, ProgressBoard
 from recursa.methods.aime.structured import Reply, ask
+from recursa.methods.aime.templates import fill
 from recursa.methods.aime.toolkits import ToolFailure
 from recursa.methods.aime.toolkits.workspace import resolve
 from recursa.models.base import ChatModel, Sampling
@@ -67,8 +68,6 @@ def check_result(model: ChatModel, goal: str, task: BoardTask, log: list[str], w
                  sampling: Sampling, budget: Budget, retries: int = 2) -> tuple[list[str], Reply]:
     """The steps of the goal for which the check named no call of the actor's log ([] when every step has one, or
     when the reply was invalid: a check that cannot answer never throws a result away)."""
-    from recursa.methods.aime.planner import fill  # the planner module imports this one
-
     user = fill("check_step", goal=goal, calls="\n".join(f"- {line}" for line in log) or "(none)",
                 result=task.result, files=files_shown(workspace, task.pointers))
     reply = ask(model, [{"role": "system", "content": fill("check")}, {"role": "user", "content": user}], CHECK,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, TypeAdapter, create_model
 
 from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
 from recursa.methods.aime.check import missing_note
-from recursa.methods.aime.planner import fill
+from recursa.methods.aime.templates import fill
 from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit, build
 from recursa.methods.aime.toolkits.knowledge import shown
 from recursa.methods.aime.toolkits.workspace import list_files, long_files

@@ -8,18 +8,16 @@ corrected here rather than trusted (coordinators that assign work to non-existen
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, Field, TypeAdapter
 
 from recursa.core.budget import Budget
 from recursa.methods.aime.board import BoardTask, ProgressBoard
 from recursa.methods.aime.check import check_result, needs_check, record
 from recursa.methods.aime.structured import Reply, ask
+from recursa.methods.aime.templates import fill, prompts
 from recursa.methods.aime.toolkits import TOOLKITS
 from recursa.models.base import ChatModel, Sampling
 
@@ -51,19 +49,6 @@ class PlannerDecision(BaseModel):
 
 
 DECISION = TypeAdapter(PlannerDecision)
-
-
-@lru_cache(maxsize=1)
-def prompts() -> dict[str, str]:
-    return yaml.safe_load(resources.files("recursa.methods.aime").joinpath("prompts.yaml").read_text())
-
-
-def fill(name: str, **values: str) -> str:
-    """Prompt `name` with its {placeholders} replaced (other braces, as in JSON examples, stay as they are)."""
-    text = prompts()[name]
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", value)
-    return text
 
 
 @dataclass
