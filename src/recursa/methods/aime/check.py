@@ -55,11 +55,16 @@ def files_shown(workspace: Path, pointers: list[str], chars: int = FILE_CHARS) -
     return "\n".join(lines) or "(none)"
 
 
+def _checks(board: ProgressBoard, task_id: str) -> list[tuple[str, str]]:
+    """The check's records on the task, oldest first: (status, message)."""
+    return [(status, message) for status, message in board.messages(task_id) if status in (CHECKED, SENT_BACK)]
+
+
 def needs_check(board: ProgressBoard, task: BoardTask) -> bool:
     """Whether the task's latest done result is unchecked and the check has not sent this task back before. A
     send-back is one more try even at the attempt cap (a retried goal task's done result is where a step was
     left out, development goal g07), so it is granted once per task."""
-    checks = [status for status, _ in board.messages(task.id) if status in (CHECKED, SENT_BACK)]
+    checks = [status for status, _ in _checks(board, task.id)]
     done = sum(report.status == "done" for report in board.reports(task.id))
     return SENT_BACK not in checks and len(checks) < done
 
@@ -93,5 +98,5 @@ def record(board: ProgressBoard, task: BoardTask, missing: list[str]) -> None:
 
 def missing_note(board: ProgressBoard, task_id: str) -> str:
     """What the last check found missing, when it sent the task back ("" otherwise)."""
-    found = [(status, message) for status, message in board.messages(task_id) if status in (CHECKED, SENT_BACK)]
+    found = _checks(board, task_id)
     return found[-1][1] if found and found[-1][0] == SENT_BACK else ""
