@@ -23,7 +23,9 @@ def test_a_done_task_dispatched_again_is_redone_and_its_actor_told_the_result_wa
     assert [(t.id, t.status, t.attempts, t.result) for t in board.tasks()] == [("1", "done", 2, "3244")]
     redo_prompt = model.root_prompts[4][-1]["content"]
     assert "An earlier attempt reported this as done: 78" in redo_prompt and "sent the task back" in redo_prompt
-    assert "It wrote code.txt: write it again" in redo_prompt
+    assert "Files it left:\n- code.txt: '78'\nWrite them again with your result." in redo_prompt
+    assert "Its last calls (a call made again returns the same):\n- write_file(path='code.txt', content='78')" \
+        in redo_prompt
     assert answer.text == "3244" and answer.meta["planner_corrections"] == 1
 
 
@@ -212,3 +214,34 @@ def test_typed_numbers_are_grounded_by_tool_output_rounding_or_the_prompt(tmp_pa
     env = ToolEnv(tmp_path, None, None, code_wrote=["report.md", "b.txt"])
     _track_typed(typed, "run_python", {"code": "..."}, True, env)
     assert typed == {} and env.code_wrote == []          # code's output is computed, not typed
+
+
+def test_a_retry_starts_from_the_failed_attempts_calls_and_files_and_is_sampled(tmp_path):
+    model = ScriptedModel([plan(("1", "Put twice the rye price in price.txt")),
+                           call("search_knowledge", query="rye price"),
+                           call("write_file", path="price.txt", content="4 km"), finish("failed", "lost"),
+                           call("run_python", code="print(4 * 2)"), finish("done", "8")])
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    for name, text in (("rye", "Rye costs 4 coins."), ("oat", "Oats cost 3 coins."), ("salt", "Salt is cheap.")):
+        (kb / f"{name}.md").write_text(text)
+    aime(model, tmp_path, check_numbers=False, knowledge=str(kb), retry_temperature=0.7).run(
+        "Put twice the rye price in price.txt")
+    retry = model.root_prompts[4][-1]["content"]
+    assert "An earlier attempt at this task failed: lost\nIts last calls" in retry
+    assert "- search_knowledge(query='rye price') -> " in retry and "Rye costs 4 coins." in retry
+    assert "Files it left:\n- price.txt: '4 km'" in retry and "Write them again" not in retry
+    temperatures = [s.temperature for s in model.samplings]
+    assert temperatures[:4] == [0.0] * 4 and temperatures[4:] == [0.7, 0.7]   # planner + first attempt greedy
+
+
+def test_a_failed_redo_puts_back_the_files_of_the_result_it_keeps(tmp_path):
+    model = ScriptedModel([plan(("1", "Find the vault code")),
+                           call("write_file", path="code.txt", content="78"), finish(summary="78"),
+                           plan(task_id="1"),                                  # sent back
+                           call("write_file", path="code.txt", content="oops"),
+                           call("write_file", path="extra.txt", content="x"), finish("failed", "lost it")])
+    answer = aime(model, tmp_path, check_numbers=False, review_goal_result=True, max_rounds=2).run("find the code")
+    assert ProgressBoard(answer.meta["board"]).task("1").result == "78"
+    assert (tmp_path / "ws" / "code.txt").read_text() == "78"        # the kept result's file, as it was
+    assert (tmp_path / "ws" / "extra.txt").read_text() == "x"        # what the redo added alone stays

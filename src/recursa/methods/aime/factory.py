@@ -18,13 +18,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
 from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
-from recursa.methods.aime.check import missing_note
+from recursa.methods.aime.check import files_shown, missing_note
 from recursa.methods.aime.templates import fill
 from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit, build
 from recursa.methods.aime.toolkits.knowledge import shown
 from recursa.methods.aime.toolkits.workspace import list_files, long_files
 
 THOUGHT_CHARS = 240
+FILE_CHARS = 120       # of each file an earlier attempt left, shown to the next one
 
 
 class ProgressArgs(BaseModel):
@@ -97,18 +98,28 @@ def _environment(env: ToolEnv, max_steps: int, long: list[str]) -> str:
             "no internet.")
 
 
-def earlier_attempt(report: Report, missing: str = "") -> str:
+def earlier_attempt(report: Report, missing: str = "", files: str = "", calls: int = 4) -> str:
     """What the actor of a task run again is told about the last attempt: why it failed, or that its "done"
     result was sent back, by the result check (`missing`: what it found missing) or by the planner (judged wrong
-    or incomplete against the criteria)."""
+    or incomplete against the criteria); then its last `calls` tool calls with what they returned, and the files
+    it left (`files`), so the new attempt starts from what was found (a retry told only the summary searched and
+    failed as the first attempt had, bench/results/aime.md, sixteenth session)."""
     if report.status != "done":
-        return f"An earlier attempt at this task failed: {report.summary[:300]}"
-    wrote = f" It wrote {', '.join(report.pointers)}: write it again with your result." if report.pointers else ""
-    if missing:
-        return (f"An earlier attempt reported this as done: {report.summary[:300]}\nA check sent the task back: "
-                f"{missing}. Do what is missing, check the rest, and report the whole result.{wrote}")
-    return (f"An earlier attempt reported this as done: {report.summary[:300]}\nThe planner sent the task back: "
-            f"that result is wrong or incomplete. Check it against the criteria and get it another way.{wrote}")
+        text = f"An earlier attempt at this task failed: {report.summary[:300]}"
+    elif missing:
+        text = (f"An earlier attempt reported this as done: {report.summary[:300]}\nA check sent the task back: "
+                f"{missing}. Do what is missing, check the rest, and report the whole result.")
+    else:
+        text = (f"An earlier attempt reported this as done: {report.summary[:300]}\nThe planner sent the task back: "
+                "that result is wrong or incomplete. Check it against the criteria and get it another way.")
+    if report.log[-calls:]:
+        text += "\nIts last calls (a call made again returns the same):\n" + "\n".join(
+            f"- {line[:240]}" for line in report.log[-calls:])
+    if files:
+        text += f"\nFiles it left:\n{files}"
+        if report.status == "done":
+            text += "\nWrite them again with your result."
+    return text
 
 
 def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, max_steps: int,
@@ -132,7 +143,9 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
     if lines:
         lines.insert(0, "Results of earlier tasks:")
     last = board.reports(task.id)[-1:]
-    lines += [earlier_attempt(report, missing_note(board, task.id)) for report in last]
+    lines += [earlier_attempt(report, missing_note(board, task.id), files_shown(env.workspace, report.pointers,
+                                                                               FILE_CHARS) if report.pointers else "")
+              for report in last]
     stale = list(last[0].pointers) if last and last[0].status == "done" else []
     # the goal stays even when the task is the goal itself: the 1.5B single actor did worse without the repetition
     # (bench/results/aime.md, seventh session)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,8 @@ from recursa.methods.aime.actor import GUARDS, ActorLimits, run_actor
 from recursa.methods.aime.board import BoardTask, ProgressBoard
 from recursa.methods.aime.factory import build_actor
 from recursa.methods.aime.planner import Planner, goal_task
-from recursa.methods.aime.toolkits import ToolEnv, available
+from recursa.methods.aime.toolkits import ToolEnv, ToolFailure, available
+from recursa.methods.aime.toolkits.workspace import resolve
 from recursa.methods.base import AgentOutput, Answer, MethodBase, Task, register
 from recursa.methods.config import MethodConfig
 from recursa.models.base import ChatModel, Completion, Sampling
@@ -71,6 +73,9 @@ class AimeConfig(MethodConfig):
     """Most tokens per planner or actor reply."""
     temperature: float = Field(0.0, ge=0.0)
     """Sampling temperature; 0 is greedy."""
+    retry_temperature: float = Field(0.7, ge=0.0)
+    """Sampling temperature of a task's second and later attempts (at least `temperature`): at temperature 0 a
+    retry took the failed attempt's path again."""
     block_timeout: float = Field(20.0, gt=0)
     """Wall seconds one Python block may run."""
     rlm_iterations: int = Field(6, ge=1)
@@ -206,19 +211,25 @@ class Aime(MethodBase):
 
     def _dispatch(self, task: BoardTask, goal: str, board: ProgressBoard, workspace: Path, budget: Budget,
                   stats: _Stats):
+        sent_back = next((r for r in reversed(board.reports(task.id)) if r.status == "done"), None)
+        kept = snapshot(workspace, sent_back.pointers) if sent_back is not None else {}
         board.set_status(task.id, "running")
         env = self._env(workspace, budget)
         spec = build_actor(task, goal, board, env, self.limits.max_steps,
                            offered=available(self.model, self.knowledge_base))
+        sampling = self.sampling
+        if board.task(task.id).attempts > 1:
+            sampling = replace(sampling, temperature=max(sampling.temperature, self.config.retry_temperature))
         try:
             with span("actor", task.id, title=task.title[:80], toolkits=",".join(t.name for t in spec.toolkits)):
-                result = run_actor(self.model, spec, board, budget, self.sampling, self.limits)
+                result = run_actor(self.model, spec, board, budget, sampling, self.limits)
         finally:
             spec.close()
         report = result.report
-        sent_back = next((r for r in reversed(board.reports(task.id)) if r.status == "done"), None)
         board.add_report(report)
-        if report.status != "done" and sent_back is not None:   # a failed redo keeps the result it was to replace
+        if report.status != "done" and sent_back is not None:
+            # a failed redo keeps the result it was to replace, and that result's files as they were
+            restore(kept)
             board.set_status(task.id, "done", result=sent_back.summary, pointers=sent_back.pointers)
         else:
             board.set_status(task.id, "done" if report.status == "done" else "failed", result=report.summary,
@@ -228,6 +239,29 @@ class Aime(MethodBase):
         if report.guard:
             stats.guards[report.guard] = stats.guards.get(report.guard, 0) + 1
         return report
+
+
+def snapshot(workspace: Path, pointers: list[str]) -> dict[Path, bytes | None]:
+    """The workspace files `pointers` name, as they are now (None: not there), for `restore`."""
+    kept: dict[Path, bytes | None] = {}
+    for pointer in pointers:
+        try:
+            path = resolve(workspace, pointer)
+        except ToolFailure:
+            continue
+        if not path.is_dir():
+            kept[path] = path.read_bytes() if path.is_file() else None
+    return kept
+
+
+def restore(kept: dict[Path, bytes | None]) -> None:
+    """Put files back as `snapshot` found them (one that was not there is removed)."""
+    for path, content in kept.items():
+        if content is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        elif path.is_file():
+            path.unlink()
 
 
 def _best(board: ProgressBoard) -> str:
