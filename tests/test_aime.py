@@ -268,6 +268,16 @@ def test_workspace_refuses_escapes(tmp_path):
     assert "refused" in model.root_prompts[2][-1]["content"] and "refused" in model.root_prompts[3][-1]["content"]
 
 
+def test_a_path_too_long_for_the_file_system_is_refused_not_a_crash(tmp_path):
+    prose = "]} This is a simple function that writes the result to a file. " * 6     # a fresh goal's pointer
+    with pytest.raises(ToolFailure, match="not a usable path"):
+        resolve(tmp_path, prose)
+    model = ScriptedModel([plan(("1", "Write a.txt")), call("write_file", path="a.txt", content="a"),
+                           finish(summary="a", pointers=[prose, "a.txt"])])
+    answer = aime(model, tmp_path).run("Write a.txt")
+    assert answer.meta["state"] == "finished" and answer.text.startswith("a")
+
+
 _CRASHING_RUN = """
 import json, sys, time
 sys.path.insert(0, {tests!r})

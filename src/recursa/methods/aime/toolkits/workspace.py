@@ -26,15 +26,19 @@ def resolve(workspace: Path, relative: str) -> Path:
         raise ToolFailure(f"refused: {relative!r} is absolute; paths are relative to the workspace")
     root = workspace.resolve()
     path = root
-    for part in raw.parts:
-        if part == "..":
-            raise ToolFailure(f"refused: {relative!r} leaves the workspace ('..')")
-        if part in ("", "."):
-            continue
-        path = path / part
-        if path.is_symlink():
-            raise ToolFailure(f"refused: {relative!r} goes through a symbolic link")
-    if path != root and root not in path.resolve().parents:
+    try:   # a name the file system cannot hold (small models put prose in a path) is refused, not a crash
+        for part in raw.parts:
+            if part == "..":
+                raise ToolFailure(f"refused: {relative!r} leaves the workspace ('..')")
+            if part in ("", "."):
+                continue
+            path = path / part
+            if path.is_symlink():
+                raise ToolFailure(f"refused: {relative!r} goes through a symbolic link")
+        inside = path == root or root in path.resolve().parents
+    except OSError as exc:
+        raise ToolFailure(f"refused: {relative[:80]!r}... is not a usable path ({exc.strerror})") from None
+    if not inside:
         raise ToolFailure(f"refused: {relative!r} is outside the workspace")
     return path
 
