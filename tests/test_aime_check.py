@@ -23,7 +23,8 @@ def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_w
     model = ScriptedModel([plan(("1", GOAL)),
                            call("write_file", path="price.txt", content="4"), finish(summary="rye costs 4"),
                            verdict(["twice the price"]),
-                           call("write_file", path="price.txt", content="8"), finish(summary="twice is 8")])
+                           call("write_file", path="price.txt", content="8"), finish(summary="twice is 8"),
+                           verdict([])])                                       # the redo, checked in turn
     answer = aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
     check_prompt = model.root_prompts[3][-1]["content"]
     assert "Its result: rye costs 4" in check_prompt and "- price.txt: '4'" in check_prompt
@@ -33,8 +34,25 @@ def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_w
     board = ProgressBoard(answer.meta["board"])
     assert [(t.status, t.attempts, t.result) for t in board.tasks()] == [("done", 2, "twice is 8")]
     assert answer.text == "twice is 8" and (tmp_path / "ws" / "price.txt").read_text() == "8"
-    assert answer.meta["checks"] == {"complete": 0, "incomplete": 1}
-    assert len(model.root_prompts) == 6          # the check sends a task back once: the redo's result stands
+    assert answer.meta["checks"] == {"complete": 1, "incomplete": 1}
+    assert "Its result: twice is 8" in model.root_prompts[6][-1]["content"]
+    assert len(model.root_prompts) == 7          # the check sends a task back once: a redo it passes stands
+    assert ProgressBoard(answer.meta["board"]).messages("1")[-1] == ("checked", "the redo covers the goal")
+
+
+def test_a_redo_the_check_also_finds_incomplete_is_kept_out_with_its_files(tmp_path):
+    model = ScriptedModel([plan(("1", GOAL)),
+                           call("write_file", path="price.txt", content="8"), finish(summary="twice is 8"),
+                           verdict(["twice the price"]),                        # a wrong send-back
+                           call("write_file", path="price.txt", content="10 km"), finish(summary="it is 10 km"),
+                           verdict(["twice the price"])])
+    answer = aime(model, tmp_path, check_numbers=False, check_result=True).run(GOAL)
+    assert answer.text == "twice is 8" and (tmp_path / "ws" / "price.txt").read_text() == "8"
+    task = ProgressBoard(answer.meta["board"]).task("1")
+    assert (task.status, task.result, task.attempts) == ("done", "twice is 8", 2)
+    assert ProgressBoard(answer.meta["board"]).messages("1")[-1] == (
+        "redo kept out", "the redo does not show: twice the price; the earlier result stands")
+    assert answer.meta["checks"] == {"complete": 0, "incomplete": 2} and len(model.root_prompts) == 7
 
 
 def test_a_retried_goal_task_with_a_step_left_out_gets_one_more_try_past_the_attempt_cap(tmp_path):

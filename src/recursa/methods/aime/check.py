@@ -8,8 +8,9 @@ made). The check asks a narrower question than "is this right": list the steps t
 the call in the actor's log that did it, or "none". Asked only whether the result and files *show* each step, the
 1.5B listed steps as missing for right results as often as for incomplete ones; against the log of calls it told
 them apart (probe on the development goals, bench/results/aime.md). A step with no call sends the task back once,
-its actor told what is missing (one more try, even at the attempt cap); a failed redo keeps the result
-it was to replace.
+its actor told what is missing (one more try, even at the attempt cap); a redo replaces the result only once the
+check finds no step missing from it either (a sampled redo after a wrong send-back overwrote two right results,
+bench/results/aime.md, sixteenth session): a failed or incomplete redo keeps the result it was to replace.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from recursa.methods.aime.toolkits.workspace import resolve
 from recursa.models.base import ChatModel, Sampling
 
 CHECKED, SENT_BACK = "checked", "sent back"     # the board's record of a check (a progress message's status)
+KEPT_OUT = "redo kept out"                      # a redo the check also found incomplete: the earlier result stands
 FILE_CHARS = 300
 
 
@@ -94,6 +96,20 @@ def record(board: ProgressBoard, task: BoardTask, missing: list[str]) -> None:
         board.progress(task.id, SENT_BACK, "the result does not show: " + "; ".join(missing))
     else:
         board.progress(task.id, CHECKED, "the result covers the goal")
+
+
+def was_sent_back(board: ProgressBoard, task_id: str) -> bool:
+    """Whether the check has sent this task back (its next done result is a redo, checked before it replaces)."""
+    return any(status == SENT_BACK for status, _ in _checks(board, task_id))
+
+
+def record_redo(board: ProgressBoard, task: BoardTask, missing: list[str]) -> None:
+    """The check's outcome on a redo: it replaces the earlier result, or is kept out."""
+    if missing:
+        board.progress(task.id, KEPT_OUT, "the redo does not show: " + "; ".join(missing)
+                       + "; the earlier result stands")
+    else:
+        board.progress(task.id, CHECKED, "the redo covers the goal")
 
 
 def missing_note(board: ProgressBoard, task_id: str) -> str:

@@ -23,7 +23,8 @@ from recursa.core.budget import Budget
 from recursa.core.errors import BudgetExceeded, ConfigError
 from recursa.core.trace import current_tracer, span
 from recursa.methods.aime.actor import GUARDS, ActorLimits, run_actor
-from recursa.methods.aime.board import BoardTask, ProgressBoard
+from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
+from recursa.methods.aime.check import check_result, record_redo, was_sent_back
 from recursa.methods.aime.factory import build_actor
 from recursa.methods.aime.planner import Planner, goal_task
 from recursa.methods.aime.toolkits import ToolEnv, ToolFailure, available
@@ -227,18 +228,35 @@ class Aime(MethodBase):
             spec.close()
         report = result.report
         board.add_report(report)
-        if report.status != "done" and sent_back is not None:
-            # a failed redo keeps the result it was to replace, and that result's files as they were
+        stats.add(f"actor {task.id}", result.completions)
+        if sent_back is not None and not self._redo_stands(task, report, goal, board, workspace, budget, stats):
+            # a failed or incomplete redo keeps the result it was to replace, and that result's files as they were
             restore(kept)
             board.set_status(task.id, "done", result=sent_back.summary, pointers=sent_back.pointers)
         else:
             board.set_status(task.id, "done" if report.status == "done" else "failed", result=report.summary,
                              pointers=report.pointers)
-        stats.add(f"actor {task.id}", result.completions)
         stats.invalid += result.invalid_replies
         if report.guard:
             stats.guards[report.guard] = stats.guards.get(report.guard, 0) + 1
         return report
+
+
+    def _redo_stands(self, task: BoardTask, report: Report, goal: str, board: ProgressBoard, workspace: Path,
+                     budget: Budget, stats: _Stats) -> bool:
+        """Whether a redo's report replaces the done result before it: it must be done, and, where the result check
+        sent the task back, the check must find no step missing from the redo either."""
+        if report.status != "done":
+            return False
+        if not (self.config.check_result and was_sent_back(board, task.id)):
+            return True
+        redone = replace(task, result=report.summary, pointers=report.pointers)
+        missing, reply = check_result(self.model, goal, redone, report.log, workspace, self.sampling, budget,
+                                      self.config.retries)
+        record_redo(board, task, missing)
+        stats.add("check", reply.completions)
+        stats.checks["incomplete" if missing else "complete"] += 1
+        return not missing
 
 
 def snapshot(workspace: Path, pointers: list[str]) -> dict[Path, bytes | None]:
