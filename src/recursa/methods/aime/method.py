@@ -56,7 +56,7 @@ class AimeConfig(MethodConfig):
     check_result: bool = True
     """Before a done whole-goal result stands, one structured call names, for each step of the goal, the actor's
     logged call that did it; a step with none sends the task back once (one more try, even at max_attempts), its
-    actor told what is missing."""
+    actor told what is missing; the redo replaces the result only if the check finds it complete too."""
     split_first: bool = False
     """Run the planner's first plan as it is; off: a first plan of several tasks becomes the whole goal as one
     task (as the single actor runs it), and the planner splits the goal only after that task has failed."""
