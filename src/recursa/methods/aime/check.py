@@ -66,9 +66,10 @@ def needs_check(board: ProgressBoard, task: BoardTask) -> bool:
     """Whether the task's latest done result is unchecked and the check has not sent this task back before. A
     send-back is one more try even at the attempt cap (a retried goal task's done result is where a step was
     left out, development goal g07), so it is granted once per task."""
-    checks = [status for status, _ in _checks(board, task.id)]
+    if was_sent_back(board, task.id):
+        return False
     done = sum(report.status == "done" for report in board.reports(task.id))
-    return SENT_BACK not in checks and len(checks) < done
+    return len(_checks(board, task.id)) < done
 
 
 def check_result(model: ChatModel, goal: str, task: BoardTask, log: list[str], workspace: Path,

@@ -241,7 +241,6 @@ class Aime(MethodBase):
             stats.guards[report.guard] = stats.guards.get(report.guard, 0) + 1
         return report
 
-
     def _redo_stands(self, task: BoardTask, report: Report, goal: str, board: ProgressBoard, workspace: Path,
                      budget: Budget, stats: _Stats) -> bool:
         """Whether a redo's report replaces the done result before it: it must be done, and, where the result check
