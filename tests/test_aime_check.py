@@ -31,6 +31,11 @@ def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_w
     assert "- write_file(path='price.txt', content='4') -> " in check_prompt   # the calls the check judges
     redo_prompt = model.root_prompts[4][-1]["content"]
     assert "A check sent the task back: the result does not show: twice the price." in redo_prompt
+    assert redo_prompt.startswith(f"Your task: twice the price (the step left out of: {GOAL})")
+    assert "do not look them up again" in redo_prompt and "- write_file(path='price.txt'" in redo_prompt
+    # the first attempt is shown the prompt's example; the sampled redo, its earlier attempt's calls instead
+    assert "Example (another domain)" in model.root_prompts[1][0]["content"]
+    assert "Example (another domain)" not in model.root_prompts[4][0]["content"]
     board = ProgressBoard(answer.meta["board"])
     assert [(t.status, t.attempts, t.result) for t in board.tasks()] == [("done", 2, "twice is 8")]
     assert answer.text == "twice is 8" and (tmp_path / "ws" / "price.txt").read_text() == "8"

@@ -30,6 +30,7 @@ from recursa.models.base import ChatModel, Sampling
 CHECKED, SENT_BACK = "checked", "sent back"     # the board's record of a check (a progress message's status)
 KEPT_OUT = "redo kept out"                      # a redo the check also found incomplete: the earlier result stands
 FILE_CHARS = 300
+NOT_SHOWN = "the result does not show: "
 
 
 class GoalStep(BaseModel):
@@ -94,7 +95,7 @@ def not_done(done_by: str) -> bool:
 def record(board: ProgressBoard, task: BoardTask, missing: list[str]) -> None:
     """The check's outcome on the board, where a resumed run and the redo's actor find it."""
     if missing:
-        board.progress(task.id, SENT_BACK, "the result does not show: " + "; ".join(missing))
+        board.progress(task.id, SENT_BACK, NOT_SHOWN + "; ".join(missing))
     else:
         board.progress(task.id, CHECKED, "the result covers the goal")
 
@@ -117,3 +118,8 @@ def missing_note(board: ProgressBoard, task_id: str) -> str:
     """What the last check found missing, when it sent the task back ("" otherwise)."""
     found = _checks(board, task_id)
     return found[-1][1] if found and found[-1][0] == SENT_BACK else ""
+
+
+def missing_steps(note: str) -> str:
+    """The steps a send-back's note (`missing_note`) names."""
+    return note.removeprefix(NOT_SHOWN)

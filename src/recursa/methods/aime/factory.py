@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, TypeAdapter, create_model
 
 from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
-from recursa.methods.aime.check import files_shown, missing_note
+from recursa.methods.aime.check import files_shown, missing_note, missing_steps
 from recursa.methods.aime.templates import fill
 from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit, build
 from recursa.methods.aime.toolkits.knowledge import shown
@@ -107,8 +107,10 @@ def earlier_attempt(report: Report, missing: str = "", files: str = "", calls: i
     if report.status != "done":
         text = f"An earlier attempt at this task failed: {report.summary[:300]}"
     elif missing:
-        text = (f"An earlier attempt reported this as done: {report.summary[:300]}\nA check sent the task back: "
-                f"{missing}. Do what is missing, check the rest, and report the whole result.")
+        text = (f"An earlier attempt got this far: {report.summary[:300]}\nA check sent the task back: {missing}. "
+                "Start from that attempt's findings below (do not look them up again), do the missing step with a "
+                "tool (a computation with Python), write the outcome where the task asks, and report the whole "
+                "result.")
     else:
         text = (f"An earlier attempt reported this as done: {report.summary[:300]}\nThe planner sent the task back: "
                 "that result is wrong or incomplete. Check it against the criteria and get it another way.")
@@ -135,21 +137,27 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
         found = env.knowledge.search(f"{task.title} {task.criteria}", k=3)
         if found:
             knowledge = "Knowledge found for this task (not files of the workspace):\n" + shown(found) + "\n"
-    system = fill("actor", role=task.role or "a careful assistant", tools=described,
+    last = board.reports(task.id)[-1:]
+    # a later attempt is sampled, and at temperature the 1.5B ran the example's code (another domain's file) in 3
+    # of 6 redos (bench/results/aime.md, sixteenth session): the earlier attempt's own calls show the format instead
+    example = "" if last and last[0].log else fill("actor_example")
+    system = fill("actor", role=task.role or "a careful assistant", tools=described, example=example,
                   knowledge=knowledge, environment=_environment(env, max_steps, long))
     earlier = [t for t in board.tasks() if t.status == "done" and t.id != task.id]
     lines = [f"- task {t.id} ({t.title}): {t.result}" + (f" [files: {', '.join(t.pointers)}]" if t.pointers else "")
              for t in earlier]
     if lines:
         lines.insert(0, "Results of earlier tasks:")
-    last = board.reports(task.id)[-1:]
-    lines += [earlier_attempt(report, missing_note(board, task.id), files_shown(env.workspace, report.pointers,
-                                                                               FILE_CHARS) if report.pointers else "")
-              for report in last]
+    missing = missing_note(board, task.id) if last and last[0].status == "done" else ""
+    lines += [earlier_attempt(report, missing, files_shown(env.workspace, report.pointers, FILE_CHARS)
+                              if report.pointers else "") for report in last]
     stale = list(last[0].pointers) if last and last[0].status == "done" else []
     # the goal stays even when the task is the goal itself: the 1.5B single actor did worse without the repetition
     # (bench/results/aime.md, seventh session)
-    user = fill("actor_task", title=task.title, criteria=task.criteria or "the task is complete",
+    # a redo the check sent back is the step left out, started from the earlier result: told to "do what is
+    # missing" under the whole goal's title, the 1.5B searched again until a guard (sixteenth session)
+    title = f"{missing_steps(missing)} (the step left out of: {task.title})" if missing else task.title
+    user = fill("actor_task", title=title, criteria=task.criteria or "the task is complete",
                 goal=goal, earlier="\n".join(lines))
     all_tools = tools + builtin
     return ActorSpec(task, system, user, kits, {t.name: t for t in all_tools}, step_adapter(all_tools), env, stale)
