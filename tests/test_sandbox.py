@@ -214,6 +214,21 @@ def test_worker_reports_errors_with_traceback_and_keeps_going(worker):
     assert worker.execute("y").stdout == "5\n"
 
 
+def test_an_error_shows_the_values_its_line_used_but_not_modules_functions_or_targets():
+    with PythonWorker(timeout=3.0, callbacks={"shout": str.upper}) as worker:
+        _show_failing_values(worker)
+
+
+def _show_failing_values(worker):
+    worker.execute("rates = {'A': 2.5, 'B': 1.0}\ntotal = 3\nimport math")
+    result = worker.execute("x = 1\ntotal = math.floor(10 * rates)")
+    assert result.error.startswith("TypeError")
+    assert result.stderr.endswith("Values on the failing line: rates = {'A': 2.5, 'B': 1.0} (dict)\n")
+    result = worker.execute("def pick(table, key):\n    return table[key]\n\nprint(pick(rates, 'C') + total)")
+    assert "Values on the failing line: table = {'A': 2.5, 'B': 1.0} (dict); key = 'C' (str)" in result.stderr
+    assert "Values on" not in worker.execute("shout(undefined_name)").stderr     # a name that does not exist
+
+
 def test_worker_timeout_restarts_and_says_state_is_lost(worker):
     worker.execute("keep = 1")
     result = worker.execute("while True:\n    pass", timeout=1.0)

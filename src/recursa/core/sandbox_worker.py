@@ -20,13 +20,17 @@ from __future__ import annotations
 import ast
 import io
 import json
+import keyword
 import linecache
 import os
+import re
+import reprlib
 import resource
 import runpy
 import sys
 import threading
 import traceback
+import types
 from typing import Any
 
 
@@ -144,14 +148,55 @@ class Repl:
         return {"type": "done", "stdout": out.getvalue(), "stderr": err.getvalue(), "error": error,
                 "stdout_chars": out.total, "stderr_chars": err.total}
 
-    @staticmethod
-    def _format(exc: BaseException, filename: str) -> str:
+    def _format(self, exc: BaseException, filename: str) -> str:
         if isinstance(exc, SyntaxError):
             return "".join(traceback.format_exception_only(type(exc), exc))
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<block")]
         text = "Traceback (most recent call last):\n" if frames else ""
         text += "".join(traceback.format_list(frames))
-        return text + "".join(traceback.format_exception_only(type(exc), exc))
+        text += "".join(traceback.format_exception_only(type(exc), exc))
+        values = failing_values(exc, set(self.protected))
+        return text + (f"Values on the failing line: {values}\n" if values else "")
+
+
+_NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*")
+_ASSIGNED = re.compile(r"\s*([A-Za-z_][\w\s,]*)=(?!=)")
+_SHORT = reprlib.Repr()      # keyword arguments need Python 3.12; the sandbox's interpreter may be older
+_SHORT.maxstring = _SHORT.maxother = 80
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlevel = 2
+
+
+def failing_values(exc: BaseException, hidden: set[str], most: int = 4) -> str:
+    """The data the user's failing line named, as short reprs with their types (`rate = {'A': 2.1} (dict)`): a
+    TypeError or KeyError says what went wrong, not what the value was, and code written against a guessed shape
+    fails again the same way until the value is printed. Modules, functions, classes and callbacks are left out."""
+    frame, lineno = None, 0
+    for candidate, line_number in traceback.walk_tb(exc.__traceback__):
+        if candidate.f_code.co_filename.startswith("<block"):
+            frame, lineno = candidate, line_number
+    if frame is None:
+        return ""
+    line = linecache.getline(frame.f_code.co_filename, lineno)
+    assigned = _ASSIGNED.match(line)      # a target's value is from before the line: not what the line used
+    hidden = hidden | set(_NAME.findall(assigned.group(1))) if assigned else hidden
+    shown = []
+    for name in dict.fromkeys(_NAME.findall(line)):
+        if keyword.iskeyword(name) or name in hidden:
+            continue
+        scope = frame.f_locals if name in frame.f_locals else frame.f_globals
+        if name not in scope:
+            continue
+        value = scope[name]
+        if callable(value) or isinstance(value, types.ModuleType):
+            continue
+        try:
+            shown.append(f"{name} = {_SHORT.repr(value)} ({type(value).__name__})")
+        except Exception:  # noqa: BLE001 - a value whose repr fails is left out
+            continue
+        if len(shown) == most:
+            break
+    return "; ".join(shown)
 
 
 def serve_repl() -> None:
