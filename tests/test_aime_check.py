@@ -7,8 +7,9 @@ import json
 from fakes import ScriptedModel
 from test_aime import aime, call, finish, plan
 
+from recursa.methods.aime.actor import call_line
 from recursa.methods.aime.board import BoardTask, ProgressBoard, Report
-from recursa.methods.aime.check import files_shown, needs_check, not_done
+from recursa.methods.aime.check import GoalStep, files_shown, needs_check, not_done, step_missing
 
 GOAL = "Find the rye price and write twice it to price.txt"
 
@@ -122,6 +123,24 @@ def test_the_check_sees_the_files_a_result_points_at_and_nothing_outside_the_wor
 def test_a_step_counts_as_missing_only_when_no_call_is_named_for_it():
     assert not_done("none") and not_done(" None.") and not_done("") and not_done("n/a")
     assert not not_done("run_python: print(4 * 2)") and not not_done("none of the rows: run_python")
+
+
+def test_the_checks_verdict_is_held_against_the_calls_it_quotes():
+    log = [call_line("run_python", {"code": "import requests\nrate = requests.get(URL)\nprint(round(125 * rate, 2))"},
+                     "Error: there is no network here"),
+           call_line("run_python", {"code": "from ledger import fetch_rates\nprint(fetch_rates())"}, "{'A': 0.64}"),
+           call_line("write_file", {"path": "total.txt", "content": "0.64"}, "wrote 4 characters to total.txt")]
+    # a step "done" only by a call that failed is missing; one done by a call that worked is not
+    assert step_missing(GoalStep(step="multiply 125 by the rate", done_by="run_python: round(125 * rate, 2)"), log)
+    assert not step_missing(GoalStep(step="get the rates", done_by="run_python: fetch_rates()"), log)
+    assert not step_missing(GoalStep(step="write total.txt", done_by="write_file: path='total.txt'"), log)
+    # a step with no call named is done when a call that worked holds its every word
+    assert not step_missing(GoalStep(step="import ledger", done_by="none"), log)
+    assert not step_missing(GoalStep(step="write the file total.txt", done_by="none"), log)
+    assert step_missing(GoalStep(step="multiply 125 by the rate", done_by="none"), log)
+    assert step_missing(GoalStep(step="import requests", done_by="none"), log)        # only in a failed call
+    # a citation no call matches is taken as the check gave it
+    assert not step_missing(GoalStep(step="sum the rows", done_by="python: sum of column b"), log)
 
 
 def test_reports_keep_the_actors_calls_and_old_boards_open_with_an_empty_log(tmp_path):

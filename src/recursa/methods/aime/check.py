@@ -15,6 +15,7 @@ bench/results/aime.md, sixteenth session): a failed or incomplete redo keeps the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import BaseModel, Field, TypeAdapter
@@ -84,12 +85,41 @@ def check_result(model: ChatModel, goal: str, task: BoardTask, log: list[str], w
     verdict: ResultCheck | None = reply.value
     if verdict is None:
         return [], reply
-    return [s.step.strip() for s in verdict.steps if s.step.strip() and not_done(s.done_by)], reply
+    return [s.step.strip() for s in verdict.steps if s.step.strip() and step_missing(s, log)], reply
 
 
 def not_done(done_by: str) -> bool:
     """Whether the check named no call for a step."""
     return done_by.strip().strip(".\"'").lower() in ("", "none", "no call", "n/a", "nothing", "not done")
+
+
+_FILLER = {"the", "and", "its", "for", "with", "into", "then", "that", "this", "each"}
+
+
+def _words(text: str) -> set[str]:
+    """Names and numbers, lower-cased; short and filler words ("by", "the") say nothing about a call."""
+    found = re.findall(r"[A-Za-z_]\w*|\d+(?:\.\d+)?", text.replace("\\n", " "))
+    found += [part for word in found if "_" in word for part in word.split("_")]    # read_file: "read"
+    return {word.lower() for word in found
+            if word[:1].isdigit() or (len(word) > 2 and word.lower() not in _FILLER)}
+
+
+def step_missing(step: GoalStep, log: list[str], overlap: float = 0.6) -> bool:
+    """The check's verdict on one step, held against the log it quotes from: a step it cites a call for is missing
+    when every call that matches the citation failed (the 1.5B cited a failed network call as the computation, and
+    the typed, uncomputed number stood: bench/results/aime.md, seventeenth session); a step it found no call for is
+    done when a call that worked holds every word of it ("import ledger" for `from ledger import ...`, a right
+    result sent back, sixteenth session). A citation that matches no call is taken as the check gave it."""
+    calls = []
+    for line in log:
+        call, _, returned = line.partition(" -> ")
+        calls.append((_words(call), returned.startswith("Error")))
+    if not_done(step.done_by):
+        words = _words(step.step)
+        return not any(words and words <= called and not failed for called, failed in calls)
+    cited = _words(step.done_by.partition(":")[2] or step.done_by)
+    matched = [failed for called, failed in calls if cited and len(cited & called) >= overlap * len(cited)]
+    return bool(matched) and all(matched)
 
 
 def record(board: ProgressBoard, task: BoardTask, missing: list[str]) -> None:
