@@ -7,10 +7,11 @@ What still passed unchecked were results that left a step out (a value looked up
 made). The check asks a narrower question than "is this right": list the steps the goal asks for and, for each,
 the call in the actor's log that did it, or "none". Asked only whether the result and files *show* each step, the
 1.5B listed steps as missing for right results as often as for incomplete ones; against the log of calls it told
-them apart (probe on the development goals, bench/results/aime.md). A step with no call sends the task back once,
-its actor told what is missing (one more try, even at the attempt cap); a redo replaces the result only once the
-check finds no step missing from it either (a sampled redo after a wrong send-back overwrote two right results,
-bench/results/aime.md, sixteenth session): a failed or incomplete redo keeps the result it was to replace.
+them apart (probe on the development goals, bench/results/aime.md); its verdict is then held against the log it
+quotes (`step_missing`): a step "done" only by calls that failed is missing. A step with no call sends the task
+back once, its actor told what is missing (one more try, even at the attempt cap); a redo replaces the result only
+once the check finds no step missing from it either (a sampled redo after a wrong send-back overwrote two right
+results, bench/results/aime.md, sixteenth session): a failed or incomplete redo keeps the result it was to replace.
 """
 
 from __future__ import annotations
