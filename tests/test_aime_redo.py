@@ -6,6 +6,7 @@ from __future__ import annotations
 from fakes import ScriptedModel
 from test_aime import aime, call, finish, plan
 
+from recursa.methods.aime.actor import error_line
 from recursa.methods.aime.board import BoardTask, ProgressBoard
 from recursa.methods.aime.factory import names_file, toolkits_for
 from recursa.methods.aime.toolkits import ToolEnv, ToolFailure, build
@@ -245,3 +246,12 @@ def test_a_failed_redo_puts_back_the_files_of_the_result_it_keeps(tmp_path):
     assert ProgressBoard(answer.meta["board"]).task("1").result == "78"
     assert (tmp_path / "ws" / "code.txt").read_text() == "78"        # the kept result's file, as it was
     assert (tmp_path / "ws" / "extra.txt").read_text() == "x"        # what the redo added alone stays
+
+
+def test_the_error_a_guard_reports_keeps_the_values_its_line_used():
+    failed = ("Error: Traceback (most recent call last):\n  File \"<block 2>\", line 1, in <module>\n"
+              "TypeError: unsupported operand type(s) for *: 'int' and 'dict'\n"
+              "Values on the failing line: rate = {'A': 2.5} (dict)\n")
+    assert error_line(failed) == ("TypeError: unsupported operand type(s) for *: 'int' and 'dict' "
+                                  "(values on the failing line: rate = {'A': 2.5} (dict))")
+    assert error_line("Error: no such file: a.csv") == "Error: no such file: a.csv"

@@ -156,9 +156,10 @@ class Repl:
         text += "".join(traceback.format_list(frames))
         text += "".join(traceback.format_exception_only(type(exc), exc))
         values = failing_values(exc, set(self.protected))
-        return text + (f"Values on the failing line: {values}\n" if values else "")
+        return text + (f"{VALUES_SHOWN}{values}\n" if values else "")
 
 
+VALUES_SHOWN = "Values on the failing line: "
 _NAME = re.compile(r"(?<![\w.])[A-Za-z_]\w*")
 _ASSIGNED = re.compile(r"\s*([A-Za-z_][\w\s,]*)=(?!=)")
 _SHORT = reprlib.Repr()      # keyword arguments need Python 3.12; the sandbox's interpreter may be older

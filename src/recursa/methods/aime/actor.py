@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from recursa.core.budget import Budget
 from recursa.core.errors import BudgetExceeded
+from recursa.core.sandbox_worker import VALUES_SHOWN
 from recursa.core.trace import current_tracer, span
 from recursa.methods.aime.board import ProgressBoard, Report
 from recursa.methods.aime.factory import ActorSpec
@@ -104,8 +105,11 @@ def missing_files(spec: ActorSpec, pointers: list[str]) -> list[str]:
 
 
 def error_line(observation: str, chars: int = 200) -> str:
-    """What a failed call came to: the last line of its error (a traceback's exception, a tool's message)."""
+    """What a failed call came to: the last line of its error (a traceback's exception, a tool's message), with the
+    values its failing line used where the sandbox showed them."""
     lines = [line.strip() for line in observation.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[-1].startswith(VALUES_SHOWN):
+        return f"{lines[-2]} ({lines[-1][:1].lower()}{lines[-1][1:]})"[:chars]
     return (lines[-1] if lines else observation)[:chars]
 
 
