@@ -37,6 +37,7 @@ def test_a_result_the_check_finds_incomplete_is_redone_once_and_its_actor_told_w
     # the first attempt is shown the prompt's example; the sampled redo, its earlier attempt's calls instead
     assert "Example (another domain)" in model.root_prompts[1][0]["content"]
     assert "Example (another domain)" not in model.root_prompts[4][0]["content"]
+    assert {s.temperature for s in model.samplings} == {0.0}     # a redo is greedy: only a failed task's retry samples
     board = ProgressBoard(answer.meta["board"])
     assert [(t.status, t.attempts, t.result) for t in board.tasks()] == [("done", 2, "twice is 8")]
     assert answer.text == "twice is 8" and (tmp_path / "ws" / "price.txt").read_text() == "8"

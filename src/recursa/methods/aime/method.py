@@ -75,8 +75,9 @@ class AimeConfig(MethodConfig):
     temperature: float = Field(0.0, ge=0.0)
     """Sampling temperature; 0 is greedy."""
     retry_temperature: float = Field(0.7, ge=0.0)
-    """Sampling temperature of a task's second and later attempts (at least `temperature`): at temperature 0 a
-    retry took the failed attempt's path again."""
+    """Sampling temperature of a failed task's second and later attempts (at least `temperature`): at temperature 0
+    a retry took the failed attempt's path again. A done result sent back is redone at `temperature`: its prompt
+    leads with the missing step, and sampled redos wrote prose into their code."""
     block_timeout: float = Field(20.0, gt=0)
     """Wall seconds one Python block may run."""
     rlm_iterations: int = Field(6, ge=1)
@@ -219,7 +220,7 @@ class Aime(MethodBase):
         spec = build_actor(task, goal, board, env, self.limits.max_steps,
                            offered=available(self.model, self.knowledge_base))
         sampling = self.sampling
-        if board.task(task.id).attempts > 1:
+        if board.task(task.id).attempts > 1 and sent_back is None:
             sampling = replace(sampling, temperature=max(sampling.temperature, self.config.retry_temperature))
         try:
             with span("actor", task.id, title=task.title[:80], toolkits=",".join(t.name for t in spec.toolkits)):
