@@ -99,3 +99,14 @@ def test_a_block_whose_line_breaks_were_dropped_but_its_indentation_kept_is_rest
     assert repair_code(apostrophe) == 'if True:\n    print("it\'s")\n    x = 1\n'
     commented = "def f():    x = 1    return x  # see     total\n"       # spaces in a comment stay
     assert repair_code(commented) == "def f():\n    x = 1\n    return x  # see     total\n"
+
+
+def test_code_wrapped_in_prose_and_a_markdown_fence_runs_as_the_fences_code():
+    from recursa.methods.aime.toolkits.code_repair import repair_code
+
+    wrapped = ("To double it we can use Python. The length is 642 km. Here's the code:\n\n```python\n"
+               "length = 642\nprint(length * 5)\n```\nThis prints 3210.\n")
+    assert repair_code(wrapped) == "length = 642\nprint(length * 5)\n"
+    assert repair_code("Here it is:\n```\nprint(2)\n") == "print(2)\n"             # a fence never closed
+    assert repair_code("x = '```python\\nprint(1)```'\n") == "x = '```python\\nprint(1)```'\n"   # valid: untouched
+    assert repair_code("Nothing to run here.\n") == "Nothing to run here.\n"

@@ -9,7 +9,7 @@ a line break, so `print('a\nb')` arrives with the literal cut in two: such a bre
 quotes. Some replies drop the line breaks of a block but keep its indentation (`def f():    if x:        return
 1`): each run of four or more spaces after code (not in a string or comment) becomes a line break with that
 indentation. As with nested f-strings (fstrings.py), code changes only when it does not compile as written and
-compiles after.
+compiles after. Code wrapped in prose and a Markdown fence runs as the fence's code.
 """
 
 from __future__ import annotations
@@ -114,10 +114,21 @@ def _code_offsets(line: str) -> set[int]:
     return offsets
 
 
+FENCED = re.compile(r"```[ \t]*(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
+
+
+def fenced_block(code: str) -> str | None:
+    """The code of the first Markdown code fence in `code`, when the model wrapped its code in prose (`To do this,
+    we can use Python: ```python ...```); None when there is no fence."""
+    match = FENCED.search(code)
+    return match.group(1).rstrip() + "\n" if match and match.group(1).strip() else None
+
+
 def _candidates(code: str) -> Iterator[str]:
     body = code.rstrip()
     trimmed = body.rstrip("}").rstrip() + "\n"
-    for source in dict.fromkeys([code, trimmed]):
+    fenced = fenced_block(code)
+    for source in dict.fromkeys([code, trimmed, *([fenced] if fenced else [])]):
         yield requote_nested_fstrings(source)
         yield requote_nested_fstrings(rejoin_broken_strings(source))
         yield requote_quoting_strings(rejoin_broken_strings(source))
@@ -127,7 +138,7 @@ def _candidates(code: str) -> Iterator[str]:
 def repair_code(code: str) -> str:
     """`code` as written when it compiles; otherwise the first repair that compiles (nested f-strings requoted,
     trailing braces dropped, broken string literals rejoined, strings that quote requoted, collapsed line breaks
-    restored), or the code as written."""
+    restored, the code of a Markdown fence in prose), or the code as written."""
     if compiles(code):
         return code
     return next((candidate for candidate in _candidates(code) if compiles(candidate)), code)
