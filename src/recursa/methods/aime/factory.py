@@ -148,10 +148,11 @@ def build_actor(task: BoardTask, goal: str, board: ProgressBoard, env: ToolEnv, 
              for t in earlier]
     if lines:
         lines.insert(0, "Results of earlier tasks:")
-    missing = missing_note(board, task.id) if last and last[0].status == "done" else ""
+    redone = last[0] if last and last[0].status == "done" else None     # a done result sent back
+    missing = missing_note(board, task.id) if redone else ""
     lines += [earlier_attempt(report, missing, files_shown(env.workspace, report.pointers, FILE_CHARS)
                               if report.pointers else "") for report in last]
-    stale = list(last[0].pointers) if last and last[0].status == "done" else []
+    stale = list(redone.pointers) if redone else []
     # the goal stays even when the task is the goal itself: the 1.5B single actor did worse without the repetition
     # (bench/results/aime.md, seventh session)
     # a redo the check sent back is the step left out, started from the earlier result: told to "do what is
