@@ -379,6 +379,21 @@ def test_a_resent_plan_adds_no_duplicate_but_a_failed_task_can_come_back(tmp_pat
     assert answer.text == "both"
 
 
+def test_a_title_that_failed_as_often_as_a_task_may_after_its_retry_is_not_planned_again(tmp_path):
+    model = ScriptedModel([plan(("1", "Fetch the rates"), ("2", "Total them")), finish("failed", "offline"),
+                           plan(("3", "Fetch the rates"), task_id="3"), finish("failed", "offline"),
+                           plan(("4", "fetch the  rates"), task_id="4"), finish("failed", "offline"),
+                           plan(("5", "Fetch the rates"), task_id="5"),     # a fourth copy: refused
+                           finish("failed", "no rates"),                   # so the pending task runs instead
+                           plan(action="give_up", answer="no rates")])
+    answer = aime(model, tmp_path, split_first=True).run("fetch the rates and total them")
+    board = ProgressBoard(answer.meta["board"])
+    assert [(t.id, t.status) for t in board.tasks()] == [("1", "failed"), ("2", "failed"), ("3", "failed"),
+                                                         ("4", "failed")]
+    assert "Total them" in model.root_prompts[-2][-1]["content"] and model.replies == []
+    assert answer.meta["planner_corrections"] == 1 and answer.meta["state"] == "gave_up"
+
+
 def test_finishing_with_a_task_still_pending_dispatches_it_first(tmp_path):
     model = ScriptedModel([plan(("1", "Write a.txt"), ("2", "Write b.txt")),
                            call("write_file", path="a.txt", content="a"), finish(summary="a written"),

@@ -95,7 +95,7 @@ class Planner:
         decision.add = [item for item in decision.add if item not in copied]
         whole_goal = bool(decision.add) and not board.tasks() and (len(decision.add) == 1 or not self.split_first)
         closed = _goal_task_done(goal, board)
-        added, dropped, readded = self._add_tasks(goal, board, decision, whole_goal, closed)
+        added, dropped, readded, refused = self._add_tasks(goal, board, decision, whole_goal, closed)
         if whole_goal and len(decision.add) > 1:
             return Step("dispatch", board.tasks()[0], added=added, reply=reply,
                         corrected="the whole goal is tried as one task before it is split")
@@ -126,22 +126,25 @@ class Planner:
                             corrected=f"task {unresolved.id} failed and nothing replaces it")
             return Step("dispatch", task, added=added, reply=reply)
         why = "its tasks copied the prompt's example" if copied else f"task {decision.task_id!r} is not pending"
+        if refused and not added:
+            why = f"{refused[0]!r} failed {_failed_tries(board, refused[0])} times and was not planned again"
         fallback = self._fallback(goal, board, reply, why)
         fallback.added = added
         return fallback
 
     def _add_tasks(self, goal: str, board: ProgressBoard, decision: PlannerDecision, whole_goal: bool,
-                   closed: BoardTask | None) -> tuple[int, int, dict[str, BoardTask]]:
+                   closed: BoardTask | None) -> tuple[int, int, dict[str, BoardTask], list[str]]:
         """Put the reply's new tasks on the board: (tasks added, tasks dropped, id of a re-added task → the done
-        task of the same title)."""
+        task of the same title, titles refused for failing too often)."""
         if whole_goal:   # a first plan is the goal, given to the single actor as it is (see goal_task)
             first = decision.add[0]
             if len(decision.add) == 1:   # its later resends name the goal; a split's tasks stay for later
                 self.aliases[_key(clean_title(first.title))] = goal
             board.add_task(goal_task(goal, self.toolkits, first.id.strip() or "1"))
-            return 1, 0, {}
+            return 1, 0, {}, []
         added = dropped = 0
         readded: dict[str, BoardTask] = {}
+        refused: list[str] = []
         for item in decision.add:
             title = clean_title(item.title)
             title = self.aliases.get(_key(title), title)     # the plan resent in the planner's words
@@ -150,6 +153,9 @@ class Planner:
                 if same is not None and same.status == "done":
                     readded[item.id.strip()] = same
                 continue
+            if _failed_tries(board, title) > self.max_attempts:   # the attempt cap evaded under new ids
+                refused.append(title)
+                continue
             if closed is not None:   # new work after the goal's own task is done redoes it in weaker words
                 dropped += 1
                 continue
@@ -157,7 +163,7 @@ class Planner:
             board.add_task(BoardTask(item.id.strip() or "", title, item.criteria, None, toolkits,
                                      item.role or "a careful assistant"))
             added += 1
-        return added, dropped, readded
+        return added, dropped, readded, refused
 
     def _without_planner(self, goal: str, board: ProgressBoard, budget: Budget) -> Step | None:
         """The next step when the board alone decides it, with no planner call (its reply would be overridden)."""
@@ -272,6 +278,13 @@ def _key(title: str) -> str:
 
 def _same_title(board: ProgressBoard, title: str) -> BoardTask | None:
     return next((t for t in board.tasks() if _key(t.title) == _key(title) and t.status != "failed"), None)
+
+
+def _failed_tries(board: ProgressBoard, title: str) -> int:
+    """Attempts spent on tasks of this title that failed or were blocked. A failed task may come back as a new one
+    (a retry); on the 1.5B, titles re-added a third to fifth time never succeeded (4 of 4 goals) and kept lost
+    goals running to the round cap (bench/results/aime.md, eighteenth session)."""
+    return sum(t.attempts for t in board.tasks() if _key(t.title) == _key(title) and t.status in ("failed", "blocked"))
 
 
 def already_planned(board: ProgressBoard, title: str) -> bool:
