@@ -9,13 +9,13 @@ Runs in its own venv so smolagents does not touch ours:
         --base-url http://127.0.0.1:8011/v1 --limit 10 --out runs/aime-peer-1.5b
 
 CodeAgent runs with its defaults (max_steps 20, its own prompts and local Python executor) plus
-`planning_interval=3` and `additional_authorized_imports` csv, json, sqlite3 (`--authorized-imports`: the goals
-need them, Aime's sandbox imports anything, and the 1.5B's code imports sqlite3 at once; smolagents' own error
-says to authorize it). With `--structured`, its documented `use_structured_outputs_internally=True`: each action
-step is a JSON object {thought, code} under the server's JSON-schema decoding ("improves performance for many
-models", smolagents' docstring); without it, the 1.5B sampled at 1.0 wrote prose with no code block in most steps.
-smolagents sends no temperature, so the server samples at OpenAI's default 1.0 (Aime decodes greedily);
-`--temperature 0` matches.
+`planning_interval=3` (`--planning-interval 0`: none, smolagents' default) and `additional_authorized_imports` csv,
+json, sqlite3 (`--authorized-imports`: the goals need them, Aime's sandbox imports anything, and the 1.5B's code
+imports sqlite3 at once; smolagents' own error says to authorize it). With `--structured`, its documented
+`use_structured_outputs_internally=True`: each action step is a JSON object {thought, code} under the server's
+JSON-schema decoding ("improves performance for many models", smolagents' docstring); without it, the 1.5B sampled
+at 1.0 wrote prose with no code block in most steps. smolagents sends no temperature, so the server samples at
+OpenAI's default 1.0 (Aime decodes greedily); `--temperature 0` matches.
 Its tools mirror Aime's toolkits: workspace files, Python in a bubblewrap sandbox with the
 workspace as cwd (ledger.py and stock.db need real files), and BM25 search over the knowledge folder. It has no
 long-context reader: it reads long files with code, as a code agent does. Each goal's full agent log is kept.
@@ -117,7 +117,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--start", type=int, default=0)
     parser.add_argument("--limit", type=int, default=35)
-    parser.add_argument("--planning-interval", type=int, default=3)
+    parser.add_argument("--planning-interval", type=int, default=3,
+                        help="CodeAgent's planning_interval; 0: no planning steps (smolagents' own default)")
     parser.add_argument("--parallel", type=int, default=1, help="goals run at once (the server batches them)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature sent with each request (default: none sent, so the server's 1.0)")
@@ -132,7 +133,8 @@ def main() -> None:
     results = out / "results.jsonl"
     done = {json.loads(line)["id"] for line in results.read_text().splitlines()} if results.exists() else set()
     goals = json.loads((Path(args.goals) / "goals.json").read_text())[args.start:args.start + args.limit]
-    system = "smolagents-codeagent" + ("-structured" if args.structured else "")
+    system = "smolagents-codeagent" + ("-structured" if args.structured else "") \
+        + ("" if args.planning_interval else "-noplan")
 
     with ProcessPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         futures = [pool.submit(run_goal, goal, args, out, system) for goal in goals if goal["id"] not in done]
@@ -159,7 +161,7 @@ def run_goal(goal: dict, args: argparse.Namespace, out: Path, system: str) -> di
     model = OpenAIServerModel(model_id=args.model, api_base=args.base_url, api_key="not-needed",
                               client_kwargs={"timeout": 3600},   # the same patience as Aime's client
                               **({} if args.temperature is None else {"temperature": args.temperature}))
-    agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval,
+    agent = CodeAgent(tools=tools_for(ws, knowledge), model=model, planning_interval=args.planning_interval or None,
                       use_structured_outputs_internally=args.structured,
                       additional_authorized_imports=[m for m in args.authorized_imports.split(",") if m])
     started, crash, answer, lost = time.perf_counter(), None, "", False
@@ -180,7 +182,8 @@ def run_goal(goal: dict, args: argparse.Namespace, out: Path, system: str) -> di
               "replans": sum(1 for s in steps if type(s).__name__ == "PlanningStep"),
               "guards": {"step_cap": int(sum(type(s).__name__ == "ActionStep" for s in steps) >= agent.max_steps)},
               "invalid_replies": errors, "crash": crash, "answer": answer[:300], "parallel": args.parallel,
-              "temperature": args.temperature, "authorized_imports": args.authorized_imports}
+              "temperature": args.temperature, "authorized_imports": args.authorized_imports,
+              "planning_interval": args.planning_interval or None}
     if lost:   # the server went down: not the peer's result; rerun
         print(f"not kept (server unreachable): {goal['id']}", flush=True)
         return None
