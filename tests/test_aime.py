@@ -394,6 +394,14 @@ def test_a_title_that_failed_as_often_as_a_task_may_after_its_retry_is_not_plann
     assert answer.meta["planner_corrections"] == 1 and answer.meta["state"] == "gave_up"
 
 
+def test_the_planner_is_told_the_workers_environment(tmp_path):
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "ledger.py").write_text("RATES = {}")
+    model = ScriptedModel([plan(("1", "Sum the ledger")), call("read_file", path="ledger.py"), finish()])
+    aime(model, tmp_path).run("sum the ledger")
+    assert "Workers' environment: workspace files: ledger.py; no internet." in model.root_prompts[0][-1]["content"]
+
+
 def test_finishing_with_a_task_still_pending_dispatches_it_first(tmp_path):
     model = ScriptedModel([plan(("1", "Write a.txt"), ("2", "Write b.txt")),
                            call("write_file", path="a.txt", content="a"), finish(summary="a written"),

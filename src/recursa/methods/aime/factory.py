@@ -22,7 +22,7 @@ from recursa.methods.aime.check import files_shown, missing_note, missing_steps
 from recursa.methods.aime.templates import fill
 from recursa.methods.aime.toolkits import Tool, ToolEnv, Toolkit, build
 from recursa.methods.aime.toolkits.knowledge import shown
-from recursa.methods.aime.toolkits.workspace import list_files, long_files
+from recursa.methods.aime.toolkits.workspace import long_files, workspace_files
 
 THOUGHT_CHARS = 240
 FILE_CHARS = 120       # of each file an earlier attempt left, shown to the next one
@@ -92,10 +92,8 @@ def toolkits_for(task: BoardTask, env: ToolEnv, offered: tuple[str, ...] | list[
 
 
 def _environment(env: ToolEnv, max_steps: int, long: list[str]) -> str:
-    files = ", ".join(f"{name} (too long to read whole)" if name in long else name
-                      for name in list_files(env.workspace)) or "none"
-    return (f"date {time.strftime('%Y-%m-%d')}; workspace files: {files}; at most {max_steps} tool calls; "
-            "no internet.")
+    return (f"date {time.strftime('%Y-%m-%d')}; workspace files: {workspace_files(env.workspace, long)}; at most "
+            f"{max_steps} tool calls; no internet.")
 
 
 def earlier_attempt(report: Report, missing: str = "", files: str = "", calls: int = 4) -> str:

@@ -19,6 +19,7 @@ from recursa.methods.aime.check import check_result, needs_check, record
 from recursa.methods.aime.structured import Reply, ask
 from recursa.methods.aime.templates import fill, prompts
 from recursa.methods.aime.toolkits import TOOLKITS
+from recursa.methods.aime.toolkits.workspace import workspace_files
 from recursa.models.base import ChatModel, Sampling
 
 ToolkitName = Literal["python", "workspace", "knowledge", "long-context", "latent-team"]
@@ -78,8 +79,10 @@ class Planner:
         reports = board.reports()[-4:]
         lines = [f"- task {r.task_id}: {r.status}" + (f" (stopped: {r.guard})" if r.guard else "")
                  + f": {r.summary[:300]}" for r in reports]
-        step = fill("planner_step", goal=goal, board=board.markdown(), reports="\n".join(lines)
-                                                or "(none yet)", note=note)
+        workspace = board.meta("workspace")
+        files = workspace_files(Path(workspace)) if workspace else "none"
+        step = fill("planner_step", goal=goal, files=files, board=board.markdown(),
+                    reports="\n".join(lines) or "(none yet)", note=note)
         return [{"role": "system", "content": fill("planner", toolkits=docs)},
                 {"role": "user", "content": step}]
 

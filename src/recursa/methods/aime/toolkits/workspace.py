@@ -50,6 +50,13 @@ def list_files(workspace: Path) -> list[str]:
     return found[:MAX_FILES_LISTED]
 
 
+def workspace_files(workspace: Path, long: list[str] | None = None) -> str:
+    """The workspace's files as actors and the planner are told them."""
+    long = long_files(workspace) if long is None else long
+    return ", ".join(f"{name} (too long to read whole)" if name in long else name
+                     for name in list_files(workspace)) or "none"
+
+
 def long_files(workspace: Path) -> list[str]:
     """The workspace's files too long to read whole into an actor's prompt."""
     root = workspace.resolve()
