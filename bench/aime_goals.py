@@ -210,7 +210,11 @@ def load_model(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    goals = make_goals(out, args.n, args.seed)[args.start:args.start + args.limit]
+    kinds = args.kinds.split(",") if args.kinds else list(KINDS)
+    if set(kinds) - set(KINDS):
+        raise SystemExit(f"unknown goal kinds {sorted(set(kinds) - set(KINDS))}; known: {', '.join(KINDS)}")
+    goals = [goal for goal in make_goals(out, args.n, args.seed)[args.start:args.start + args.limit]
+             if goal["kind"] in kinds]
     results = out / "results.jsonl"
     done = {(r["system"], r["id"]) for r in map(json.loads, results.read_text().splitlines())} \
         if results.exists() else set()
@@ -343,6 +347,7 @@ def main() -> None:
     run.add_argument("--systems", default="aime,solo")
     run.add_argument("--start", type=int, default=0)
     run.add_argument("--limit", type=int, default=35)
+    run.add_argument("--kinds", default="", help=f"only goals of these kinds, comma-separated ({', '.join(KINDS)})")
     run.add_argument("--base-url", help="an OpenAI-compatible server (e.g. recursa serve) instead of this process")
     run.add_argument("--parallel", type=int, default=1, help="goals run at once (useful with --base-url)")
     make = sub.add_parser("make")
