@@ -285,7 +285,7 @@ def _same_title(board: ProgressBoard, title: str) -> BoardTask | None:
 
 def _failed_tries(board: ProgressBoard, title: str) -> int:
     """Attempts spent on tasks of this title that failed or were blocked. A failed task may come back as a new one
-    (a retry); on the 1.5B, titles re-added a third to fifth time never succeeded (4 of 4 goals) and kept lost
+    (a retry); on the 1.5B, titles re-added a third to eighth time never succeeded (4 of 4 goal runs) and kept lost
     goals running to the round cap (bench/results/aime.md, eighteenth session)."""
     return sum(t.attempts for t in board.tasks() if _key(t.title) == _key(title) and t.status in ("failed", "blocked"))
 
