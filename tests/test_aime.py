@@ -379,7 +379,7 @@ def test_a_resent_plan_adds_no_duplicate_but_a_failed_task_can_come_back(tmp_pat
     assert answer.text == "both"
 
 
-def test_a_title_that_failed_as_often_as_a_task_may_after_its_retry_is_not_planned_again(tmp_path):
+def test_a_title_whose_copies_failed_more_often_than_the_attempt_cap_is_not_planned_again(tmp_path):
     model = ScriptedModel([plan(("1", "Fetch the rates"), ("2", "Total them")), finish("failed", "offline"),
                            plan(("3", "Fetch the rates"), task_id="3"), finish("failed", "offline"),
                            plan(("4", "fetch the  rates"), task_id="4"), finish("failed", "offline"),
