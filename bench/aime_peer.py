@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--authorized-imports", default="csv,json,sqlite3",
                         help="CodeAgent's additional_authorized_imports, comma-separated ('' for none); Aime's "
                              "sandbox imports any module")
+    parser.add_argument("--start-within", type=float, default=None, metavar="MINUTES",
+                        help="start no goal later than this many minutes after launch (those left are not recorded "
+                             "and a rerun resumes them), so a run sized to a time window ends with whole goals")
     parser.add_argument("--structured", action="store_true",
                         help="CodeAgent's use_structured_outputs_internally (JSON {thought, code} action steps)")
     args = parser.parse_args()
@@ -136,8 +139,9 @@ def main() -> None:
     system = "smolagents-codeagent" + ("-structured" if args.structured else "") \
         + ("" if args.planning_interval else "-noplan")
 
+    start_by = None if args.start_within is None else time.time() + 60 * args.start_within
     with ProcessPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        futures = [pool.submit(run_goal, goal, args, out, system) for goal in goals if goal["id"] not in done]
+        futures = [pool.submit(run_goal, goal, args, out, system, start_by) for goal in goals if goal["id"] not in done]
         for future in as_completed(futures):
             record = future.result()
             if record is None:
@@ -147,9 +151,13 @@ def main() -> None:
             print(json.dumps({k: record[k] for k in ("id", "kind", "success", "seconds", "tokens")}), flush=True)
 
 
-def run_goal(goal: dict, args: argparse.Namespace, out: Path, system: str) -> dict | None:
+def run_goal(goal: dict, args: argparse.Namespace, out: Path, system: str, start_by: float | None) -> dict | None:
     """One goal in a worker process whose current folder is the goal's workspace (CodeAgent's own interpreter
-    opens files relative to it, as Aime's sandbox does); None when the server was unreachable."""
+    opens files relative to it, as Aime's sandbox does); None when the server was unreachable or the goal's
+    start came after `start_by`."""
+    if start_by is not None and time.time() > start_by:
+        print(f"not started (past --start-within): {goal['id']}", flush=True)
+        return None
     from smolagents import CodeAgent, OpenAIServerModel
 
     ws = out / "work" / goal["id"]   # absolute (main resolves `out`): bwrap binds and enters it
