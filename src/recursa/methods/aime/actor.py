@@ -19,7 +19,7 @@ from recursa.core.sandbox_worker import VALUES_SHOWN
 from recursa.core.trace import current_tracer, span
 from recursa.methods.aime.board import ProgressBoard, Report
 from recursa.methods.aime.factory import ActorSpec
-from recursa.methods.aime.structured import ask
+from recursa.methods.aime.structured import Reply, ask
 from recursa.methods.aime.toolkits import ToolEnv, ToolFailure
 from recursa.methods.aime.toolkits.workspace import list_files, resolve
 from recursa.models.base import ChatModel, Completion, Sampling
@@ -200,90 +200,116 @@ def _refuse_finish(spec: ActorSpec, call: dict, has_evidence: bool, refusals: se
     return None
 
 
+@dataclass
+class _Memory:
+    """What an actor's loop keeps between steps."""
+    calls: dict[str, int] = field(default_factory=dict)      # call → times run (a failed call's one rerun not counted)
+    failed: set[str] = field(default_factory=set)            # calls whose last run failed
+    retried: set[str] = field(default_factory=set)
+    observed: dict[str, str] = field(default_factory=dict)   # call → what it returned, shown again on a repeat
+    seen: set[str] = field(default_factory=set)
+    useful: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)          # distinct error lines of failed calls, in order
+    typed: dict[str, str] = field(default_factory=dict)      # file → what write_file typed into it (not code's output)
+    last_result: str = ""            # the last successful observation that was not a write confirmation
+    log: list[str] = field(default_factory=list)             # every call a tool ran (what the result check reads)
+    refusals: set[str] = field(default_factory=set)          # each refusal of a "done" report is made once
+
+
+@dataclass
+class _Step:
+    """What one reply led to: the observation shown next, or the end of the loop (a report or a guard)."""
+    observation: str = ""
+    progress: bool = False
+    refused: bool = False            # a refused repeat: the next reply is sampled to get unstuck
+    guard: str | None = None
+    report: Report | None = None
+
+
 def run_actor(model: ChatModel, spec: ActorSpec, board: ProgressBoard, budget: Budget, sampling: Sampling,
               limits: ActorLimits) -> ActorResult:
     result = ActorResult(Report(spec.task.id, "failed", ""))
     messages = [{"role": "system", "content": spec.system}, {"role": "user", "content": spec.user}]
-    calls: dict[str, int] = {}
-    failed: set[str] = set()         # calls whose last run failed
-    observed: dict[str, str] = {}    # call → what it returned, shown again when the call is repeated
-    retried: set[str] = set()
-    seen: set[str] = set()
-    useful: list[str] = []
-    errors: list[str] = []           # distinct error lines of failed calls, in order
-    typed: dict[str, str] = {}       # file → what the actor typed into it with write_file (not code's output)
-    last_result = ""                 # the last successful observation that was not a write confirmation
-    log: list[str] = []              # every call a tool ran, for the report (what the result check reads)
-    refusals: set[str] = set()       # each refusal of a "done" report is made once; the next one is taken
-    stall, guard, step = 0, "step_cap", 0
+    memory = _Memory()
+    stall, guard, step, refused = 0, "step_cap", 0, False
     unstick = replace(sampling, temperature=max(sampling.temperature, limits.unstick_temperature))
-    refused = False                  # the last call was a refused repeat
     for step in range(1, limits.max_steps + 1):
         budget.check()
         reply = ask(model, _trim(messages, limits.history_steps), spec.adapter, unstick if refused else sampling,
                     budget, limits.retries)
-        refused = False
         result.completions += reply.completions
         result.invalid_replies += len(reply.errors)
         _trace_reply(spec.task.id, step, reply.text, reply.errors)
-        progress = False
-        if reply.value is None:
-            observation = f"Error: your reply was not valid ({reply.errors[-1]}). Reply with one JSON tool call."
-        else:
-            call = reply.value.model_dump()
-            name = call.pop("tool")
-            call.pop("thought", None)
-            checked = typed if limits.check_numbers else {}
-            evidence = "\n".join([spec.system, spec.user, *seen]) if name == "finish" and checked else ""
-            refusal = (_refuse_finish(spec, call, bool(useful), refusals, checked, evidence) if name == "finish"
-                       else None)
-            if refusal:
-                observation = refusal
-            elif name == "finish":
-                pointers = [p for p in dict.fromkeys([*call["pointers"], *spec.env.written]) if p]
-                summary = call["summary"]
-                if call["status"] == "done":
-                    summary = with_evidence(summary, last_result)
-                result.report = Report(spec.task.id, call["status"], summary, pointers, step,
-                                       log=log[-limits.log_calls:])
-                return result
-            else:
-                key = name + json.dumps(call, sort_keys=True)
-                if key in failed and key not in retried:
-                    retried.add(key)      # tools fail transiently: a failed call may run once more as it was
-                else:
-                    calls[key] = calls.get(key, 0) + 1
-                if calls[key] > limits.max_repeats:
-                    guard = "repeat"
-                    break
-                if calls[key] > 1:   # the same note twice is a loop too, not progress
-                    observation, refused = repeat_refusal(observed.get(key, "")), True
-                elif name == "update_progress":
-                    board.progress(spec.task.id, call["status"], call["message"])
-                    observation, progress = "noted on the board", call["status"] == "milestone"
-                else:
-                    observation, ok = _run_tool(spec, name, call)
-                    log.append(call_line(name, call, observation))
-                    _track_typed(typed, name, call, ok, spec.env)
-                    observed[key] = observation
-                    (failed.discard if ok else failed.add)(key)
-                    if ok:
-                        progress = observation not in seen or spec.tools[name].writes
-                    else:
-                        progress = error_line(observation) not in errors
-                        errors += [error_line(observation)] if progress else []
-                    seen.add(observation)
-                    if ok:
-                        useful.append(f"{name}: {observation[:300]}")
-                        if not spec.tools[name].writes:
-                            last_result = observation
-        stall = 0 if progress else stall + 1
+        outcome = _act(spec, board, reply, memory, step, limits)
+        if outcome.report is not None:
+            result.report = outcome.report
+            return result
+        if outcome.guard is not None:
+            guard = outcome.guard
+            break
+        refused = outcome.refused
+        stall = 0 if outcome.progress else stall + 1
         messages += [{"role": "assistant", "content": reply.text},
-                     {"role": "user", "content": "Observation: " + observation[:limits.observation_chars]}]
+                     {"role": "user", "content": "Observation: " + outcome.observation[:limits.observation_chars]}]
         if stall >= limits.stall_steps:
             guard = "no_progress"
             break
-    summary = guard_summary(guard, step, useful, errors)
+    summary = guard_summary(guard, step, memory.useful, memory.errors)
     result.report = Report(spec.task.id, "failed", summary, list(spec.env.written), step, guard,
-                           log[-limits.log_calls:])
+                           memory.log[-limits.log_calls:])
     return result
+
+
+def _act(spec: ActorSpec, board: ProgressBoard, reply: Reply, memory: _Memory, step: int, limits: ActorLimits) -> _Step:
+    if reply.value is None:
+        return _Step(f"Error: your reply was not valid ({reply.errors[-1]}). Reply with one JSON tool call.")
+    call = reply.value.model_dump()
+    name = call.pop("tool")
+    call.pop("thought", None)
+    if name == "finish":
+        return _finish(spec, call, memory, step, limits)
+    return _tool_step(spec, board, name, call, memory, limits)
+
+
+def _finish(spec: ActorSpec, call: dict, memory: _Memory, step: int, limits: ActorLimits) -> _Step:
+    """The actor's report, or the refusal of a "done" that its evidence does not support."""
+    checked = memory.typed if limits.check_numbers else {}
+    evidence = "\n".join([spec.system, spec.user, *memory.seen]) if checked else ""
+    refusal = _refuse_finish(spec, call, bool(memory.useful), memory.refusals, checked, evidence)
+    if refusal:
+        return _Step(refusal)
+    pointers = [p for p in dict.fromkeys([*call["pointers"], *spec.env.written]) if p]
+    summary = with_evidence(call["summary"], memory.last_result) if call["status"] == "done" else call["summary"]
+    return _Step(report=Report(spec.task.id, call["status"], summary, pointers, step,
+                               log=memory.log[-limits.log_calls:]))
+
+
+def _tool_step(spec: ActorSpec, board: ProgressBoard, name: str, call: dict, memory: _Memory,
+               limits: ActorLimits) -> _Step:
+    key = name + json.dumps(call, sort_keys=True)
+    if key in memory.failed and key not in memory.retried:
+        memory.retried.add(key)      # tools fail transiently: a failed call may run once more as it was
+    else:
+        memory.calls[key] = memory.calls.get(key, 0) + 1
+    if memory.calls[key] > limits.max_repeats:
+        return _Step(guard="repeat")
+    if memory.calls[key] > 1:        # the same note twice is a loop too, not progress
+        return _Step(repeat_refusal(memory.observed.get(key, "")), refused=True)
+    if name == "update_progress":
+        board.progress(spec.task.id, call["status"], call["message"])
+        return _Step("noted on the board", progress=call["status"] == "milestone")
+    observation, ok = _run_tool(spec, name, call)
+    memory.log.append(call_line(name, call, observation))
+    _track_typed(memory.typed, name, call, ok, spec.env)
+    memory.observed[key] = observation
+    (memory.failed.discard if ok else memory.failed.add)(key)
+    if ok:   # progress: something not seen before, or a write; debugging (a new error) is progress too
+        progress = observation not in memory.seen or spec.tools[name].writes
+        memory.useful.append(f"{name}: {observation[:300]}")
+        if not spec.tools[name].writes:
+            memory.last_result = observation
+    else:
+        progress = error_line(observation) not in memory.errors
+        memory.errors += [error_line(observation)] if progress else []
+    memory.seen.add(observation)
+    return _Step(observation, progress=progress)
