@@ -26,3 +26,21 @@ def test_report_pairs_systems_on_the_goals_both_finished(tmp_path, capsys, monke
     aime_goals.main()
     pairs = capsys.readouterr().out.split("Pairs, on the goals both finished:")[1]
     assert "| m | aime | solo | 2 | 2 | 1 | 1 | 0 | 1.00 |" in pairs
+
+
+_PEER_SPEC = importlib.util.spec_from_file_location(
+    "aime_peer_errors", Path(__file__).parents[1] / "bench" / "aime_peer_errors.py")
+aime_peer_errors = importlib.util.module_from_spec(_PEER_SPEC)
+_PEER_SPEC.loader.exec_module(aime_peer_errors)
+
+
+def test_peer_step_errors_are_sorted_into_kinds_with_the_refused_name():
+    kind = aime_peer_errors.error_kind
+    assert kind("Code execution failed at line 'x = web_search(q)' due to: InterpreterError: Forbidden function "
+                "evaluation: 'web_search' is not among the explicitly allowed tools") == \
+        ("unknown function or tool", "web_search")
+    assert kind("InterpreterError: Import from tools is not allowed. Authorized imports are: ['math']") == \
+        ("import refused", "tools")
+    assert kind("Code parsing failed on line 7 due to: SyntaxError: invalid syntax") == ("syntax error", None)
+    assert kind("Reached max steps.") == ("step cap", None)
+    assert kind("something else went wrong") == ("other", None)
