@@ -309,7 +309,8 @@ def _tool_step(spec: ActorSpec, board: ProgressBoard, name: str, call: dict, mem
         if not spec.tools[name].writes:
             memory.last_result = observation
     else:
-        progress = error_line(observation) not in memory.errors
-        memory.errors += [error_line(observation)] if progress else []
+        line = error_line(observation)
+        progress = line not in memory.errors
+        memory.errors += [line] if progress else []
     memory.seen.add(observation)
     return _Step(observation, progress=progress)
