@@ -30,8 +30,7 @@ def error_kind(message: str) -> tuple[str, str | None]:
     for kind, pattern in KINDS:
         match = pattern.search(message)
         if match:
-            named = next((group for group in match.groups() if group), None) if match.groups() else None
-            return kind, named
+            return kind, next((group for group in match.groups() if group), None)
     return "other", None
 
 
@@ -50,7 +49,8 @@ def main() -> None:
     args = parser.parse_args()
     total_kinds, total_names = Counter(), Counter()
     for run in args.runs:
-        results = {json.loads(line)["id"]: json.loads(line) for line in (Path(run) / "results.jsonl").open()}
+        records = [json.loads(line) for line in (Path(run) / "results.jsonl").open()]
+        results = {record["id"]: record for record in records}
         for goal_id, record in sorted(results.items()):
             log_path = Path(run) / "logs" / f"{goal_id}.json"
             if not log_path.exists():
